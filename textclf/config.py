@@ -410,14 +410,16 @@ def _check_split_fractions(config, raw, source):
 
 
 def _check_model_options_match_type(config, raw, source):
-    """Options of another architecture are a sign of a mistaken recipe."""
-    given = set((raw.get("model") or {}).keys()) if isinstance(raw.get("model"), dict) else set()
+    """Options of another architecture set away from their defaults are a sign of
+    a mistaken recipe. (Defaults are allowed, so a resolved config loads back.)"""
     foreign = {"cnn": _RNN_ONLY + _TREE_ONLY, "rnn": _CNN_ONLY + _TREE_ONLY,
                "treenet": _CNN_ONLY + _RNN_ONLY}[config.model.type]
-    stray = sorted(given.intersection(foreign))
-    if stray:
-        raise ConfigError(f"model.{stray[0]}", f"absent for model.type {config.model.type}",
-                          (raw["model"])[stray[0]], source)
+    defaults = ModelConfig()
+    for name in foreign:
+        value = getattr(config.model, name)
+        if value != getattr(defaults, name):
+            raise ConfigError(f"model.{name}", f"left out for model.type {config.model.type}",
+                              list(value) if isinstance(value, tuple) else value, source)
 
 
 def _check_momentum(config, raw, source):

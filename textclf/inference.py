@@ -1,0 +1,94 @@
+"""Using a finished run: its evaluation data, and predictors for raw texts.
+
+Both engines are callables ``list[str] -> probabilities (B, C) float32``:
+the Keras engine runs the saved end-to-end model; the NumPy engine
+(``textclf.reference.engine``) reproduces it without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .artifact import Run
+from .errors import DataError, RunDirError, UsageError
+
+
+def keras_predictor(run: Run) -> Callable[[list[str]], np.ndarray]:
+    """The saved end-to-end model as one compiled function of a batch of strings."""
+    import tensorflow as tf
+
+    model = run.model
+
+    # One trace serves every batch: the strings' tensor shape is (None,) and
+    # the padded width is decided inside the graph.
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def forward(texts):
+        return model(texts, training=False)
+
+    def predict_proba(texts: list[str]) -> np.ndarray:
+        return forward(tf.constant(texts, dtype=tf.string)).numpy()
+
+    return predict_proba
+
+
+def numpy_predictor(run: Run) -> Callable[[list[str]], np.ndarray]:
+    from .reference.engine import NumpyEngine
+
+    return NumpyEngine(run.path).predict_proba
+
+
+def predictor(run: Run, engine: str) -> Callable[[list[str]], np.ndarray]:
+    return numpy_predictor(run) if engine == "numpy" else keras_predictor(run)
+
+
+def evaluation_data(run: Run, data_paths: Sequence[str], split: str):
+    """Examples to evaluate on: DATA files read with the run's data options, or the
+    run's own ``valid``/``test`` split (re-carved from the training source when it
+    was carved at training time, after checking that source is unchanged)."""
+    from .data import load_data, read_data, split_fingerprint
+
+    cfg = run.config.data
+    if data_paths:
+        return read_data(list(data_paths), cfg.format, text_column=cfg.text_column,
+                         label_column=cfg.label_column, encoding=cfg.encoding,
+                         on_bad_line=cfg.on_bad_line, tree_labels=cfg.tree_labels)
+    if getattr(cfg, split) is not None:
+        return load_data(cfg, split)
+    record = run.split()
+    if record is None or not record.get(split):
+        raise UsageError(f"{run.path} has no {split} split; pass DATA to evaluate on")
+    source = load_data(cfg, "train")
+    if split_fingerprint(source.texts, source.labels) != record["fingerprint"]:
+        raise DataError("the training source changed since this run was trained, so its "
+                        f"{split} split cannot be rebuilt; pass DATA explicitly",
+                        ", ".join(record["source"]))
+    return source.take(np.asarray(record[split], dtype=np.int64))
+
+
+def evaluate(run: Run, data, predict_proba, batch_size: int = 256) -> dict:
+    """The classification report of ``run`` on ``data`` (a LoadedData)."""
+    from .evaluation import check_known_labels, classification_report
+
+    if len(data) == 0:
+        raise DataError("no examples to evaluate on")
+    check_known_labels(set(data.labels), run.labels, "evaluation data")
+    index = {label: i for i, label in enumerate(run.labels)}
+    y_true = np.array([index[label] for label in data.labels], dtype=np.int64)
+    y_pred = np.empty(len(data), dtype=np.int64)
+    # Sorting by length keeps each batch's padding short; results go back in order.
+    order = np.argsort([len(t) for t in data.texts], kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        probabilities = predict_proba([data.texts[i] for i in rows])
+        y_pred[rows] = np.asarray(probabilities).argmax(axis=1)
+    return classification_report(y_true, y_pred, run.labels)
+
+
+def require_run_dir(path: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise RunDirError(f"{p}: no such run directory")
+    return p

@@ -1,0 +1,116 @@
+"""The few layers Keras does not ship, each registered so a saved model loads
+with ``safe_mode=True`` (no Lambda layers, no pickled code).
+
+Token ids use 0 for padding and sit left-aligned in their row (TextVectorization
+pads on the right), so a document's length is the count of non-zero ids.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="textclf")
+class TruncateTokens(keras.layers.Layer):
+    """Keep at most ``max_length`` tokens of each row: (B, T) -> (B, min(T, max_length)).
+
+    TextVectorization with ``output_sequence_length=None`` pads each batch only to
+    its longest document, which is what makes short-text prediction cheap; this
+    layer adds the cap that a fixed output length would have given.
+    """
+
+    def __init__(self, max_length: int, **kwargs):
+        super().__init__(**kwargs)
+        self.max_length = int(max_length)
+
+    def call(self, ids):
+        return ids[:, : self.max_length]
+
+    def compute_output_shape(self, input_shape):
+        steps = input_shape[1]
+        return (input_shape[0], None if steps is None else min(steps, self.max_length))
+
+    def get_config(self):
+        return {**super().get_config(), "max_length": self.max_length}
+
+
+@keras.saving.register_keras_serializable(package="textclf")
+class EndPadding(keras.layers.Layer):
+    """Append ``pad`` padding ids to every row: (B, T) int -> (B, T + pad).
+
+    With ``pad = max(kernel_sizes)`` every Conv1D branch has a window starting
+    at each real token (and one window for an empty document), however the
+    batch was padded, which :class:`LengthMaskedMaxPooling` relies on.
+    """
+
+    def __init__(self, pad: int, **kwargs):
+        super().__init__(**kwargs)
+        self.pad = int(pad)
+
+    def call(self, ids):
+        return ops.pad(ids, [[0, 0], [0, self.pad]])
+
+    def compute_output_shape(self, input_shape):
+        steps = input_shape[1]
+        return (input_shape[0], None if steps is None else steps + self.pad)
+
+    def get_config(self):
+        return {**super().get_config(), "pad": self.pad}
+
+
+@keras.saving.register_keras_serializable(package="textclf")
+class LengthMaskedMaxPooling(keras.layers.Layer):
+    """Max over time of conv features whose window starts at a real token.
+
+    Inputs ``[features (B, T', F), ids (B, T)]`` where ``features`` is a "valid"
+    Conv1D over ``EndPadding(ids)``. Window ``t`` counts when
+    ``t < max(length, 1)``: windows that start in the padding are excluded, so a
+    document's features do not depend on how long its batch-mates are (plain
+    GlobalMaxPooling1D lets padding windows win the max, and the result changes
+    with the batch's padding). An empty document keeps its first window.
+    Output (B, F).
+    """
+
+    def call(self, inputs):
+        features, ids = inputs
+        lengths = ops.sum(ops.cast(ops.not_equal(ids, 0), "int32"), axis=1)
+        lengths = ops.maximum(lengths, 1)  # (B,)
+        positions = ops.arange(ops.shape(features)[1], dtype="int32")  # (T',)
+        valid = ops.expand_dims(positions, 0) < ops.expand_dims(lengths, 1)  # (B, T')
+        very_negative = ops.cast(-1e9 if features.dtype != "float16" else -6e4, features.dtype)
+        masked = ops.where(ops.expand_dims(valid, -1), features, very_negative)
+        return ops.max(masked, axis=1)
+
+    def compute_output_shape(self, input_shapes):
+        features_shape = input_shapes[0]
+        return (features_shape[0], features_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="textclf")
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean over the unpadded time steps: (B, T, D) with mask (B, T) -> (B, D).
+
+    ``sum_t m_t x_t / max(sum_t m_t, 1)``: padding is multiplied out (cuDNN
+    writes zeros at masked steps, the generic kernel repeats the last output;
+    both give the same mean) and an empty document gives zeros, not the NaN of
+    ``GlobalAveragePooling1D``.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return ops.mean(inputs, axis=1)
+        weights = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)  # (B, T, 1)
+        total = ops.sum(inputs * weights, axis=1)  # (B, D)
+        count = ops.maximum(ops.sum(weights, axis=1), ops.cast(1, inputs.dtype))  # (B, 1)
+        return total / count
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # the time axis is gone
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])

@@ -1,0 +1,139 @@
+"""Tokenisation: one Keras ``TextVectorization`` adapted on the training texts.
+
+The same layer sits at the front of the saved model, so a run directory's model
+takes raw strings, and every rule (lower-casing, punctuation, word or
+character split, vocabulary) lives in one object that Keras serialises.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .config import TextConfig
+
+PADDING_ID = 0  # '' in the vocabulary
+OOV_ID = 1  # '[UNK]'
+
+
+def standardize_mode(cfg: TextConfig) -> str | None:
+    """TextVectorization's ``standardize`` argument for the config's options."""
+    if cfg.lowercase and cfg.strip_punctuation:
+        return "lower_and_strip_punctuation"
+    if cfg.lowercase:
+        return "lower"
+    if cfg.strip_punctuation:
+        return "strip_punctuation"
+    return None
+
+
+def build_vectorizer(cfg: TextConfig, train_texts: Sequence[str]):
+    """Adapt a TextVectorization on ``train_texts`` only (no leakage from valid/test).
+
+    Keras' ``adapt`` has no minimum count, so the layer is adapted with an
+    unbounded vocabulary, the training texts are counted through it, and the
+    vocabulary is cut to tokens seen ``min_count`` times, most frequent first,
+    ``max_tokens`` in all (padding and OOV included).
+
+    Returns the layer (raw strings (B,) -> ids (B, T), right-padded with 0).
+    """
+    import tensorflow as tf
+    import keras
+
+    options = dict(standardize=standardize_mode(cfg), split=cfg.split, output_mode="int",
+                   name="vectorizer")
+    counting = keras.layers.TextVectorization(max_tokens=None, ragged=True, **options)
+    corpus = tf.data.Dataset.from_tensor_slices(list(train_texts)).batch(1024)
+    counting.adapt(corpus)
+    full_vocabulary = counting.get_vocabulary()  # ['', '[UNK]', most frequent, ...]
+    counts = np.zeros(len(full_vocabulary), dtype=np.int64)
+    for batch in corpus:
+        ids = counting(batch).flat_values.numpy()
+        counts += np.bincount(ids, minlength=len(full_vocabulary))
+    kept = [token for token, count in zip(full_vocabulary[2:], counts[2:])
+            if count >= cfg.min_count][: cfg.max_tokens - 2]
+    vectorizer = keras.layers.TextVectorization(**options)
+    vectorizer.set_vocabulary(kept)
+    return vectorizer
+
+
+def vectorize(vectorizer, texts: Sequence[str], max_length: int,
+              batch_size: int = 2048) -> list[np.ndarray]:
+    """Token ids of each text, cut to ``max_length``: a list of 1-D int32 arrays.
+
+    Kept unpadded so the training batches can be padded only to their longest
+    member (length bucketing).
+    """
+    import tensorflow as tf
+
+    ragged_layer = _ragged_twin(vectorizer)
+    out: list[np.ndarray] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = tf.constant(list(texts[start:start + batch_size]))
+        ragged = ragged_layer(chunk)[:, :max_length]
+        values = ragged.flat_values.numpy().astype(np.int32)
+        splits = ragged.row_splits.numpy()
+        out.extend(values[splits[i]:splits[i + 1]] for i in range(len(splits) - 1))
+    return out
+
+
+def _ragged_twin(vectorizer):
+    """The same vocabulary and rules, emitting ragged ids (no padding)."""
+    import keras
+
+    config = vectorizer.get_config()
+    config.update(ragged=True, output_sequence_length=None, name="vectorizer_ragged",
+                  vocabulary=None)
+    twin = keras.layers.TextVectorization.from_config(config)
+    twin.set_vocabulary(vectorizer.get_vocabulary()[2:])
+    return twin
+
+
+def load_embeddings(path: str, vocabulary: list[str], dim: int, seed: int):
+    """Matrix (len(vocabulary), dim) from a word2vec/GloVe text file, and coverage.
+
+    Rows of words absent from the file are drawn from U[-a, a], with ``a`` chosen
+    so their variance matches the pretrained vectors' (Kim 2014); row 0
+    (padding) is zero. Returns ``(matrix, found)``, ``found`` being how many
+    vocabulary words had a vector.
+    """
+    import gzip
+
+    from .errors import DataError
+
+    index = {word: i for i, word in enumerate(vocabulary)}
+    matrix = np.zeros((len(vocabulary), dim), dtype=np.float32)
+    found = np.zeros(len(vocabulary), dtype=bool)
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="strict") as handle:
+            for lineno, line in enumerate(handle, 1):
+                parts = line.rstrip().split(" ")
+                if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                    continue  # word2vec header: "<count> <dim>"
+                row = index.get(parts[0])
+                if row is None:
+                    continue
+                if len(parts) - 1 != dim:
+                    raise DataError(f"vector has {len(parts) - 1} values, expected "
+                                    f"{dim} (model.embedding_dim)", path, lineno)
+                try:
+                    matrix[row] = np.asarray(parts[1:], dtype=np.float32)
+                except ValueError:
+                    raise DataError("vector values must be numbers", path, lineno) from None
+                found[row] = True
+    except FileNotFoundError:
+        raise DataError("no such file (text.embeddings)", path) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 ({exc.reason})", path) from None
+    found[:2] = False
+    if found.any():
+        scale = float(np.sqrt(3.0 * matrix[found].var()))
+    else:
+        scale = 0.25  # Kim's fallback when nothing is known of the vectors
+    rng = np.random.default_rng(seed)
+    missing = ~found
+    missing[0] = False
+    matrix[missing] = rng.uniform(-scale, scale, size=(int(missing.sum()), dim))
+    return matrix, int(found.sum())
