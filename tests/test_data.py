@@ -5,10 +5,10 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import io
+import json
 import re
 import subprocess
 import sys
-import types
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -50,18 +50,21 @@ FORMATS = {
     "jsonl": ("d.jsonl", '{"text": "good film", "label": "pos"}\n{"label": "neg", "text": "bad"}'
               '\n\n{"text": "", "label": "pos"}\n', {}),
     "jsonl_keys": ("d.json", '{"review": "good film", "y": "pos"}\n{"review": "bad", "y": "neg"}'
-                   '\n{"review": "", "y": "pos"}\n', {"text_column": "review", "label_column": "y"}),
+                   '\n{"review": "", "y": "pos"}\n',
+                   {"text_column": "review", "label_column": "y"}),
     "fasttext": ("d.ft", "__label__pos good film\n__label__neg bad\n__label__pos\n",
                  {"fmt": "fasttext"}),
     "sst2_layout": ("stsa.binary.x", "pos good film\nneg  bad\npos\n", {"fmt": "fasttext"}),
 }
 
 
-@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("variant", ["plain", "gzip", "bom_crlf"])
 @pytest.mark.parametrize("name", FORMATS)
-def test_formats_read_the_same_examples(tmp_path, name, gz):
+def test_formats_read_the_same_examples(tmp_path, name, variant):
     filename, content, options = FORMATS[name]
-    path = write(tmp_path / (filename + (".gz" if gz else "")), content)
+    if variant == "bom_crlf":
+        content = "\ufeff" + content.replace("\n", "\r\n")
+    path = write(tmp_path / (filename + (".gz" if variant == "gzip" else "")), content)
     loaded = data.read_data(path, **options)
     assert loaded.texts == ["good film", "bad", ""]
     assert loaded.labels == ["pos", "neg", "pos"]
@@ -94,58 +97,27 @@ def test_lines_format_one_file_per_class(tmp_path):
     assert data.read_data(tmp_path / "mr", "lines").labels == ["neg", "pos", "pos"]
 
 
-def test_several_paths_concatenate_in_order(tmp_path):
-    a = write(tmp_path / "a.tsv", "x\t1\n")
-    b = write(tmp_path / "b.jsonl", '{"text": "2", "label": "y"}\n')
-    loaded = data.read_data([b, a])
-    assert (loaded.texts, loaded.labels) == (["2", "1"], ["y", "x"])
-
-
 @pytest.mark.parametrize("filename, fmt", [("a.tsv", "tsv"), ("a.CSV", "csv"), ("a.jsonl", "jsonl"),
                                            ("a.json", "jsonl"), ("a.tsv.gz", "tsv")])
 def test_auto_format_from_extension(tmp_path, filename, fmt):
     assert data.readers.guess_format(tmp_path / filename) == fmt
 
 
-@pytest.mark.parametrize("filename", ["a.txt", "stsa.binary.train", "a.gz"])
-def test_auto_format_refuses_ambiguous_names(tmp_path, filename):
-    path = write(tmp_path / filename, "pos\tx\n")
-    with pytest.raises(DataError, match=f"{filename}: cannot tell the format.*data.format"):
-        data.read_data(path)
-
-
-def test_latin1_and_invalid_utf8(tmp_path):
-    path = write(tmp_path / "mr.tsv", "pos\tok\nneg\tcafé crème\n", encoding="latin-1")
-    assert data.read_data(path, encoding="latin-1").texts[1] == "café crème"
-    with pytest.raises(DataError, match=r"mr\.tsv:2: expected utf-8 text, found byte 0xe9 "
-                                        r"at byte 8 \(set data\.encoding"):
-        data.read_data(path)
-
-
-@pytest.mark.parametrize("name", ["tsv", "csv", "jsonl", "fasttext"])
-def test_bom_and_crlf_are_removed(tmp_path, name):
-    filename, content, options = FORMATS[name]
-    path = write(tmp_path / filename, "\ufeff" + content.replace("\n", "\r\n"))
-    loaded = data.read_data(path, **options)
-    assert loaded.labels == ["pos", "neg", "pos"]
-    assert loaded.texts == ["good film", "bad", ""]
-
-
-def test_bom_inside_csv_fields_is_removed(tmp_path):
-    path = write(tmp_path / "zh.csv", "cat,label,review\n书,\ufeff1,\ufeff很好\n书,0,\n")
-    loaded = data.read_data(path, text_column="review", label_column="label")
-    assert (loaded.texts, loaded.labels) == (["很好", ""], ["1", "0"])
-
-
-def test_lone_carriage_return_stays_in_text(tmp_path):
-    path = write(tmp_path / "a.tsv", "pos\tone\rtwo\r\n")
-    assert data.read_data(path).texts == ["one\rtwo"]
-
-
-def test_tsv_text_in_last_column_keeps_further_tabs(tmp_path):
-    path = write(tmp_path / "a.tsv", "pos\ta\tb\n")
-    assert data.read_data(path).texts == ["a\tb"]
-    assert data.read_data(path, text_column=0, label_column=1).texts == ["pos"]
+@pytest.mark.parametrize("filename, content, options, texts, labels", [
+    ("zh.csv", "cat,label,review\n书,\ufeff1,\ufeff很好\n书,0,\n",  # BOM inside fields
+     {"text_column": "review", "label_column": "label"}, ["很好", ""], ["1", "0"]),
+    ("mr.tsv", "pos\tcafé\n".encode("latin-1"), {"encoding": "latin-1"}, ["café"], ["pos"]),
+    ("a.tsv", "pos\tone\rtwo\r\n", {}, ["one\rtwo"], ["pos"]),  # a lone CR is text
+    ("a.tsv", "pos\ta\tb\n", {}, ["a\tb"], ["pos"]),  # the last column keeps tabs
+    ("a.tsv", "pos\ta\tb\n", {"text_column": 0, "label_column": 1}, ["pos"], ["a"]),
+    ("a.tsv", "n\tlabel\ttext\n1\tp\tx\ty\n", {"label_column": "label"}, ["x\ty"], ["p"]),
+    ("a.jsonl", '{"label": 3, "text": "x"}\n', {}, ["x"], ["3"]),  # integer labels
+    ("a.jsonl", '{"label": 3, "text": "x"}\n[" y ", "t"]\n', {"text_column": 1, "label_column": 0},
+     ["t"], ["y"]),  # arrays take indices, objects do not
+])
+def test_field_rules(tmp_path, filename, content, options, texts, labels):
+    loaded = data.read_data(write(tmp_path / filename, content), on_bad_line="skip", **options)
+    assert (loaded.texts, loaded.labels) == (texts, labels)
 
 
 # (file name, content, options, line, message) for one malformed record each.
@@ -191,12 +163,6 @@ def test_malformed_record_skipped_and_reported(tmp_path, name):
                               f"first: {path}:{line}: ")
 
 
-def test_unclosed_csv_quote_is_reported_at_its_first_line(tmp_path):
-    path = write(tmp_path / "q.csv", 'pos,ok\nneg,"never closed\npos,x\n')
-    with pytest.raises(DataError, match=r"q\.csv:2: unclosed quote"):
-        data.read_data(path)
-
-
 @pytest.mark.parametrize("filename, content, options", [
     ("e.tsv", "", {}), ("e.tsv", "\n \n\r\n", {}), ("e.jsonl", "", {}),
     ("h.csv", "label,text\n", {"text_column": "text"}),
@@ -209,34 +175,35 @@ def test_empty_or_header_only_file_has_no_examples(tmp_path, filename, content, 
         data.read_data(path, **options)
 
 
-def test_all_records_malformed_is_no_examples_even_when_skipping(tmp_path):
-    path = write(tmp_path / "a.tsv", "x\ny\n")
-    with pytest.raises(DataError, match="no examples: all 2 records were malformed"):
-        data.read_data(path, on_bad_line="skip")
+# (file name, content or None for no file, options, message) of unreadable inputs;
+# on_bad_line is "skip" throughout: none of these may be skipped silently.
+INPUT_ERRORS = [
+    ("a.txt", "pos\tx\n", {}, r"a\.txt: cannot tell the format.*set data\.format"),
+    ("stsa.binary.train", "1 x\n", {}, r"stsa\.binary\.train: cannot tell the format"),
+    ("mr.tsv", "pos\tok\nneg\tcafé\n".encode("latin-1"), {},
+     r"mr\.tsv:2: expected utf-8 text, found byte 0xe9 at byte 8 \(set data\.encoding"),
+    ("q.csv", 'pos,ok\nneg,"never closed\npos,x\n', {}, r"q\.csv:2: unclosed quote"),
+    ("a.tsv", "x\ny\n", {}, r"a\.tsv: no examples: all 2 records were malformed"),
+    ("n.tsv", b"pos,a\tb\nneg,c\x00\td\n", {}, r"n\.tsv:2: expected text, found a NUL byte"),
+    ("n.csv", b"pos,a\tb\nneg,c\x00\td\n", {}, r"n\.csv:2: expected text, found a NUL byte"),
+    ("n.pos", b"a\n\x00\n", {"fmt": "lines"}, r"n\.pos:2: expected text, found a NUL byte"),
+    ("c/1.txt", b"a\nb\x00", {"folder": True}, r"1\.txt:2: expected text, found a NUL byte"),
+    ("nope.tsv", None, {}, r"nope\.tsv: no such file$"),
+    ("nope.tsv", None, {"fmt": "tsv"}, r"nope\.tsv: no such file$"),
+    ("a.csv", "label,text\n1,x\n", {"text_column": "review"},
+     r"a\.csv:1: expected a header with a column named 'review', found 'label', 'text'"),
+    ("a.json", '[{"text": "a",\n "label": "b"}]\n', {}, r"a\.json:1: expected JSON Lines.*jq"),
+]
 
 
-@pytest.mark.parametrize("filename, options", [("n.tsv", {}), ("n.csv", {}),
-                                               ("n.pos", {"fmt": "lines"})])
-def test_nul_byte_is_an_error_even_when_skipping(tmp_path, filename, options):
-    path = write(tmp_path / filename, b"pos,a\tb\nneg,c\x00\td\n")
-    with pytest.raises(DataError, match=rf"{filename}:2: expected text, found a NUL byte"):
+@pytest.mark.parametrize("filename, content, options, message", INPUT_ERRORS)
+def test_unreadable_input(tmp_path, filename, content, options, message):
+    path = tmp_path / filename if content is None else write(tmp_path / filename, content)
+    options = dict(options)
+    if options.pop("folder", False):
+        path = tmp_path
+    with pytest.raises(DataError, match=message):
         data.read_data(path, on_bad_line="skip", **options)
-
-
-def test_nul_byte_in_a_folder_document(tmp_path):
-    write(tmp_path / "c" / "1.txt", b"a\nb\x00")
-    with pytest.raises(DataError, match=r"1\.txt:2: expected text, found a NUL byte"):
-        data.read_data(tmp_path)
-
-
-def test_missing_inputs(tmp_path):
-    with pytest.raises(DataError, match=r"nope\.tsv: no such file$"):
-        data.read_data(tmp_path / "nope.tsv")
-    with pytest.raises(DataError, match=r"nope\.tsv: no such file$"):
-        data.read_data(tmp_path / "nope.tsv", "tsv")
-    with pytest.raises(DataError, match=r"a\.csv:1: expected a header with a column named "
-                                        r"'review', found 'label', 'text'"):
-        data.read_data(write(tmp_path / "a.csv", "label,text\n1,x\n"), text_column="review")
 
 
 def test_bad_encoding_settings():
@@ -255,23 +222,15 @@ def test_ten_megabyte_line(tmp_path, filename, template):
     assert loaded.texts == [text, "x"]
 
 
-def test_json_array_file_gets_a_hint(tmp_path):
-    path = write(tmp_path / "a.json", '[{"text": "a",\n "label": "b"}]\n')
-    with pytest.raises(DataError, match=r"a\.json:1: expected JSON Lines.*jq"):
-        data.read_data(path)
-
-
-def test_ptb_trees_is_delegated(tmp_path, monkeypatch):
-    path = write(tmp_path / "t.txt", "(1 (1 a) (1 b))\n")
+def test_ptb_trees_become_sentences_with_root_labels(tmp_path):
+    path = write(tmp_path / "t.txt", "(3 (2 It) (4 (2 -LRB-) (3 good)))\n\n(2 (2 so) (2 so))\n")
     if importlib.util.find_spec("textclf.trees") is None:
         with pytest.raises(UsageError, match="ptb_trees needs textclf.trees"):
             data.read_data(path, "ptb_trees")
-    fake = types.ModuleType("textclf.trees")
-    fake.read_trees = lambda p, encoding, tree_labels: ([str(p), encoding], [tree_labels] * 2)
-    monkeypatch.setitem(sys.modules, "textclf.trees", fake)
-    monkeypatch.setattr("textclf.trees", fake, raising=False)
-    loaded = data.read_data(path, "ptb_trees", tree_labels="binary", encoding="latin-1")
-    assert (loaded.texts, loaded.labels) == ([str(path), "latin-1"], ["binary", "binary"])
+        return
+    loaded = data.read_data(path, "ptb_trees")
+    assert (loaded.texts, loaded.labels) == (["It ( good", "so so"], ["3", "2"])
+    assert data.read_data(path, "ptb_trees", tree_labels="binary").labels == ["1"]
 
 
 # ------------------------------------------------------------------ prediction input
@@ -279,7 +238,8 @@ def test_ptb_trees_is_delegated(tmp_path, monkeypatch):
 
 def test_iter_texts_lines_keeps_empty_documents(tmp_path):
     path = write(tmp_path / "in.txt.gz", "\ufeffone\r\n\ntwo")
-    assert list(data.iter_texts(path, "auto")) == [(1, "one", None), (2, "", None), (3, "two", None)]
+    expected = [(1, "one", None), (2, "", None), (3, "two", None)]
+    assert list(data.iter_texts(path, "auto")) == expected
 
 
 @pytest.mark.parametrize("filename, content, options", [
@@ -317,10 +277,13 @@ class _TwoReads(io.RawIOBase):
         return len(chunk)
 
 
-def test_iter_texts_stdin_is_lazy(monkeypatch):
-    stdin = io.TextIOWrapper(io.BufferedReader(_TwoReads(b"first\nsecond\n")), encoding="ascii")
+@pytest.mark.parametrize("fmt, chunk", [("lines", b"first\nsecond\n"), ("tsv", b"1\tfirst\n2\tx\n"),
+                                        ("csv", b"1,first\n2,x\n"),
+                                        ("jsonl", b'{"text": "first"}\n{"text": "x"}\n')])
+def test_iter_texts_stdin_is_lazy(monkeypatch, fmt, chunk):
+    stdin = io.TextIOWrapper(io.BufferedReader(_TwoReads(chunk)), encoding="ascii")
     monkeypatch.setattr(sys, "stdin", stdin)
-    assert next(data.iter_texts("-")) == (1, "first", None)
+    assert next(data.iter_texts("-", fmt)) == (1, "first", None)
 
 
 def test_iter_texts_stdin_gzip_and_encoding(monkeypatch):
@@ -360,22 +323,18 @@ def test_stratified_split_proportions_per_class():
         assert part.dtype == np.int64 and np.all(np.diff(part) > 0)
 
 
-def test_stratified_split_is_deterministic_per_seed():
-    first = data.stratified_split(LABELS, 0.1, 0.2, seed=3)
-    again = data.stratified_split(LABELS, 0.1, 0.2, seed=3)
-    other = data.stratified_split(LABELS, 0.1, 0.2, seed=4)
-    assert all(np.array_equal(x, y) for x, y in zip(first, again))
-    assert not np.array_equal(first[1], other[1])
+def test_stratified_split_depends_on_seed_only():
+    def split_elsewhere(hash_seed):  # str labels would hash differently per process
+        code = ("from textclf.data import stratified_split as s; import numpy as np; "
+                f"print(np.concatenate(s({LABELS!r}, 0.1, 0.2, 3)).tolist())")
+        env = {"PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(Path(data.__file__).parents[1])}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, check=True)
+        return json.loads(out.stdout)
 
-
-def test_stratified_split_ignores_python_hash_seed():
-    code = ("import sys; from textclf.data import stratified_split as s; "
-            "print([p.tolist() for p in s(list('abcabcaabbxyzzz') * 3, .2, .2, 5)])")
-    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={"PYTHONHASHSEED": seed, "PYTHONPATH": str(Path(data.__file__)
-                                                                            .parents[1])},
-                              check=True).stdout for seed in ("1", "2")}
-    assert len(outputs) == 1 and outputs.pop().startswith("[[")
+    here = np.concatenate(data.stratified_split(LABELS, 0.1, 0.2, seed=3)).tolist()
+    assert split_elsewhere("1") == split_elsewhere("2") == here
+    assert np.concatenate(data.stratified_split(LABELS, 0.1, 0.2, seed=4)).tolist() != here
 
 
 @settings(max_examples=60, deadline=None)
@@ -403,10 +362,15 @@ def test_load_splits_carves_missing_splits(tmp_path):
     assert splits.label_map.labels == ("a", "b")
     source = data.read_data(train, on_bad_line="skip")
     assert splits.fingerprint == data.split_fingerprint(source.texts, source.labels)
-    assert source.take(splits.indices["test"]).texts == splits.test.texts
     assert splits.summaries() == [f"train data: skipped 1 malformed record (train.tsv: 1); "
                                   f"first: {train}:41: has 1 column, expected at least 2 "
                                   "(label<TAB>text)"]
+    config = _config(train=(str(train),))
+    assert data.reload_carved(config, splits.indices["test"], splits.fingerprint).texts == \
+        splits.test.texts
+    write(tmp_path / "train.tsv", lines.replace("text 3", "text three"))
+    with pytest.raises(DataError, match="expected the training data the run's test split was"):
+        data.reload_carved(config, splits.indices["test"], splits.fingerprint)
     given = write(tmp_path / "valid.tsv", "a\tv\n")
     splits = data.load_splits(_config(train=(str(train),), valid=(str(given),)))
     assert (len(splits.train), splits.valid.texts, len(splits.test)) == (36, ["v"], 4)
@@ -449,7 +413,8 @@ def test_builtin_bbc_news_without_importing_the_package():
     (["mr/rt-polarity.pos", "mr/rt-polarity.neg"], {"fmt": "lines", "encoding": "latin-1"},
      {"pos": 5331, "neg": 5331}),
     (["sst2/stsa.binary.train"], {"fmt": "fasttext"}, {"1": 3610, "0": 3310}),
-    (["sst2/stsa.binary.dev", "sst2/stsa.binary.test"], {"fmt": "fasttext"}, {"1": 1353, "0": 1340}),
+    (["sst2/stsa.binary.dev", "sst2/stsa.binary.test"], {"fmt": "fasttext"},
+     {"1": 1353, "0": 1340}),
     (["imdb/train.tsv.gz"], {}, {"pos": 12500, "neg": 12500}),
     (["zh/online_shopping_10_cats.csv"], {"text_column": "review", "label_column": "label"},
      {"1": 31728, "0": 31046}),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 
 WINDOW_BATCHES = 32  # batches per sorting window: bigger = less padding, less randomness
@@ -45,18 +44,20 @@ def epoch_plan(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-class BatchSequence(keras.utils.PyDataset):
+class BatchSequence:
     """Batches ``(ids (B, T) int32, one-hot (B, C) float32[, weights (B,)])`` for ``fit``.
 
-    ``shuffle=False`` keeps input order (validation, prediction); batches are
-    then still padded only to their own longest document.
+    ``shuffle=False`` keeps input order (validation); batches are then still
+    padded only to their own longest document. ``as_dataset()`` wraps the
+    batches in a ``tf.data.Dataset`` whose time axis is declared ``None``
+    (Keras' own PyDataset adapter guesses the signature from the first batches
+    and would fix the width if those happen to be equally long).
     """
 
     def __init__(self, sequences: list[np.ndarray], label_ids: np.ndarray, n_classes: int,
                  batch_size: int, seed: int = 0, shuffle: bool = True, bucketing: bool = True,
                  fixed_length: int | None = None, min_length: int = 1,
                  sample_weights: np.ndarray | None = None, start_epoch: int = 0):
-        super().__init__()
         self.sequences = sequences
         self.label_ids = np.asarray(label_ids, dtype=np.int64)
         self.n_classes = n_classes
@@ -69,21 +70,20 @@ class BatchSequence(keras.utils.PyDataset):
         self.sample_weights = sample_weights
         self.lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64,
                                    count=len(sequences))
-        self.epoch = start_epoch
-        self._plan = self._make_plan()
+        self.epoch = start_epoch  # the epoch the next full pass belongs to
 
-    def _make_plan(self) -> list[np.ndarray]:
+    def plan(self, epoch: int) -> list[np.ndarray]:
+        """Row indices of each batch of ``epoch``."""
         if not self.shuffle:
             order = np.arange(len(self.sequences))
             return [order[i:i + self.batch_size]
                     for i in range(0, len(order), self.batch_size)]
-        return epoch_plan(self.lengths, self.batch_size, self.seed, self.epoch, self.bucketing)
+        return epoch_plan(self.lengths, self.batch_size, self.seed, epoch, self.bucketing)
 
     def __len__(self) -> int:
         return math.ceil(len(self.sequences) / self.batch_size)
 
-    def __getitem__(self, index: int):
-        rows = self._plan[index]
+    def batch(self, rows: np.ndarray):
         width = self.fixed_length or self.min_length
         ids = pad_batch([self.sequences[i] for i in rows], width)
         one_hot = np.eye(self.n_classes, dtype=np.float32)[self.label_ids[rows]]
@@ -91,6 +91,29 @@ class BatchSequence(keras.utils.PyDataset):
             return ids, one_hot
         return ids, one_hot, self.sample_weights[rows].astype(np.float32)
 
-    def on_epoch_end(self):
-        self.epoch += 1
-        self._plan = self._make_plan()
+    def epoch_batches(self):
+        """All batches of the current epoch; the next call gives the next epoch.
+
+        The epoch advances on entry: with a declared cardinality tf.data stops
+        after the last batch without resuming the generator past its final yield.
+        """
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        for rows in self.plan(epoch):
+            yield self.batch(rows)
+
+    def as_dataset(self):
+        """A ``tf.data.Dataset``; each iteration (Keras makes one per epoch) is one epoch."""
+        import tensorflow as tf
+
+        spec = [tf.TensorSpec((None, None), tf.int32),
+                tf.TensorSpec((None, self.n_classes), tf.float32)]
+        if self.sample_weights is not None:
+            spec.append(tf.TensorSpec((None,), tf.float32))
+        dataset = tf.data.Dataset.from_generator(self.epoch_batches,
+                                                 output_signature=tuple(spec))
+        # Known length lets Keras show a progress bar with a total.
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+        return dataset.with_options(options).prefetch(2)

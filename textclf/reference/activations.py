@@ -23,12 +23,13 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def _erf(z: np.ndarray) -> np.ndarray:
+def _normal_cdf(z: np.ndarray) -> np.ndarray:
+    """Phi(z) = erfc(-z / sqrt 2) / 2 (erfc, not 1 + erf: no cancellation for z << 0)."""
     try:  # SciPy is a scikit-learn dependency; a plain loop is the fallback
-        from scipy.special import erf
+        from scipy.special import erfc
     except ImportError:  # pragma: no cover - depends on the environment
-        return np.vectorize(math.erf, otypes=[z.dtype])(z)
-    return erf(z)
+        erfc = np.vectorize(math.erfc, otypes=[z.dtype])
+    return 0.5 * erfc(-z / math.sqrt(2.0))
 
 
 def apply(name: str, z: np.ndarray) -> np.ndarray:
@@ -42,7 +43,7 @@ def apply(name: str, z: np.ndarray) -> np.ndarray:
     if name == "elu":
         return np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
     if name == "gelu":
-        return 0.5 * z * (1.0 + _erf(z / math.sqrt(2.0)))
+        return z * _normal_cdf(z)
     if name == "linear":
         return z
     raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {name!r}")
@@ -59,7 +60,7 @@ def derivative(name: str, z: np.ndarray, y: np.ndarray) -> np.ndarray:
     if name == "elu":
         return np.where(z > 0, 1.0, y + 1.0).astype(z.dtype)
     if name == "gelu":
-        cdf = 0.5 * (1.0 + _erf(z / math.sqrt(2.0)))
+        cdf = _normal_cdf(z)
         pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
         return cdf + z * pdf
     if name == "linear":

@@ -1,0 +1,174 @@
+"""The command line end to end on a tiny dataset: train -> evaluate -> predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from textclf.cli import cli
+
+
+def invoke(runner, *args, input=None):
+    return runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One tiny CNN run shared by the read-only tests of this module."""
+    from click.testing import CliRunner
+
+    from conftest import write_topic_tsv
+
+    folder = tmp_path_factory.mktemp("run")
+    write_topic_tsv(folder / "train.tsv", 240)
+    config = folder / "tiny.yaml"
+    config.write_text(
+        "data:\n  train: train.tsv\n  format: tsv\n"
+        "text:\n  max_tokens: 100\n  max_length: 30\n"
+        "model:\n  type: cnn\n  embedding_dim: 16\n  filters: 8\n  kernel_sizes: [2, 3]\n"
+        "train:\n  epochs: 6\n  batch_size: 16\n  learning_rate: 0.01\n  verbose: quiet\n",
+        encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train", "-c", str(config), "-o", str(folder / "run")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+def test_run_directory_is_complete(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"model.keras", "labels.json", "config.yaml", "metrics.json", "history.csv",
+            "split.json", "run.json", "vocabulary.txt", "weights.npz"} <= names
+    assert "checkpoint" not in names
+    assert not list(trained_run.parent.glob(".*partial*")), "no partial directory left behind"
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] > 0.8  # three separable topics
+    history = (trained_run / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch") and len(history) >= 2
+
+
+def test_evaluate_reuses_the_saved_split(runner, trained_run):
+    result = invoke(runner, "evaluate", trained_run, "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    saved = json.loads((trained_run / "metrics.json").read_text())["test"]
+    assert report == saved
+    assert set(report) >= {"accuracy", "macro", "micro", "weighted", "per_class",
+                           "confusion_matrix", "labels"}
+
+
+def test_evaluate_text_output_to_file_is_atomic_and_not_overwritten(runner, trained_run,
+                                                                    tmp_path):
+    out = tmp_path / "report.txt"
+    assert invoke(runner, "evaluate", trained_run, "-o", out).exit_code == 0
+    assert "confusion matrix" in out.read_text()
+    result = runner.invoke(cli, ["evaluate", str(trained_run), "-o", str(out)])
+    assert result.exit_code == 2 and "--force" in result.output
+
+
+def test_predict_answers_every_line_in_order(runner, trained_run, tmp_path):
+    lines = ["goal match team win", "", "stock market profit bank", "computer chip software"]
+    source = tmp_path / "docs.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = invoke(runner, "predict", trained_run, source, "--batch-size", 2, "--top-k", 2)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 3, 4]
+    assert [records[i]["label"] for i in (0, 2, 3)] == ["sport", "business", "tech"]
+    assert all(len(r["top_k"]) == 2 and r["top_k"][0][0] == r["label"] for r in records)
+    # stdin, TSV output, and batch size never change an answer.
+    piped = invoke(runner, "predict", trained_run, "-", "--format", "tsv", "--batch-size", 3,
+                   input="\n".join(lines) + "\n")
+    rows = [row.split("\t") for row in piped.output.splitlines()[1:]]
+    assert [row[1] for row in rows] == [r["label"] for r in records]
+    np.testing.assert_allclose([float(row[2]) for row in rows],
+                               [r["probability"] for r in records], atol=2e-6)
+
+
+def test_predict_numpy_engine_matches_keras(runner, trained_run, tmp_path):
+    source = tmp_path / "docs.txt"
+    source.write_text("goal match\n\nbank profit tax\nrobot app data\n", encoding="utf-8")
+    keras_out = invoke(runner, "predict", trained_run, source).output.splitlines()
+    numpy_out = invoke(runner, "predict", trained_run, source, "--engine", "numpy")
+    for a, b in zip(keras_out, numpy_out.output.splitlines(), strict=True):
+        a, b = json.loads(a), json.loads(b)
+        assert a["label"] == b["label"]
+        assert abs(a["probability"] - b["probability"]) < 1e-5
+
+
+def test_train_refuses_to_overwrite_without_force(runner, trained_run, tiny_config):
+    result = runner.invoke(cli, ["train", "-c", str(tiny_config), "-o", str(trained_run)])
+    assert result.exit_code == 2
+    assert f"{trained_run} exists; pass --force" in result.output
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["evaluate", "nowhere"], 2, "nowhere: no such run directory"),
+    (["train"], 2, "give either -c CONFIG or --resume RUN_DIR"),
+    (["train", "-c", "absent.yaml"], 2, "config must be an existing YAML file"),
+    (["predict", ".", "docs.txt"], 2, "not a run directory"),
+])
+def test_errors_are_one_line_with_exit_codes(runner, args, code, message):
+    result = runner.invoke(cli, args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_config_show_prints_every_default(runner, tiny_config):
+    result = invoke(runner, "config", "show", tiny_config, "--set", "train.epochs=2")
+    assert result.exit_code == 0
+    assert "epochs: 2" in result.output and "bucketing: true" in result.output
+    assert invoke(runner, "config", "validate", tiny_config).exit_code == 0
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys; from textclf.cli import cli\n"
+            "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+            "for name in ('train', 'predict', 'evaluate'):\n"
+            "    try:\n        cli([name, '--help'])\n    except SystemExit:\n        pass\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                   cwd=Path(__file__).resolve().parents[1])
+
+
+def test_interrupted_training_resumes_to_the_same_result(runner, tmp_path, tiny_config,
+                                                         monkeypatch):
+    """Stop after epoch 2 (as Ctrl-C would), resume, and match an uninterrupted run."""
+    from textclf import training
+
+    overrides = ["--set", "train.deterministic=true", "--set", "train.patience=null"]
+    whole = invoke(runner, "train", "-c", tiny_config, "-o", tmp_path / "whole", *overrides)
+    assert whole.exit_code == 0, whole.output
+
+    original = training.make_callbacks
+
+    def interrupting_callbacks(cfg, work, progress):
+        import keras
+
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 1:
+                    raise KeyboardInterrupt
+
+        callbacks, nan_stop = original(cfg, work, progress)
+        return callbacks + [Interrupt()], nan_stop
+
+    monkeypatch.setattr(training, "make_callbacks", interrupting_callbacks)
+    target = tmp_path / "resumed"
+    stopped = runner.invoke(cli, ["train", "-c", str(tiny_config), "-o", str(target), *overrides])
+    assert stopped.exit_code == 1
+    assert f"textclf train --resume {target}" in stopped.output
+    assert not target.exists(), "an unfinished run must not look like a run"
+    monkeypatch.setattr(training, "make_callbacks", original)
+
+    resumed = invoke(runner, "train", "--resume", target)
+    assert resumed.exit_code == 0, resumed.output
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((target / "metrics.json").read_text())
+    assert a == b
+    assert (target / "history.csv").read_text() == (tmp_path / "whole" / "history.csv").read_text()
