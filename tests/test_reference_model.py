@@ -11,8 +11,10 @@ from textclf.config import ModelConfig
 from textclf.reference.check import check_run, format_check
 from textclf.reference.export import export_numpy_weights
 from textclf.reference.gradcheck import check_gradients
-from textclf.reference.keras_weights import UnsupportedLayerError, model_spec
+from textclf.reference.keras_weights import (UnsupportedLayerError, model_spec, model_weights,
+                                             set_model_weights)
 from textclf.reference.model import SPEC_KEY, NumpyModel, decode_json
+from textclf.reference.threads import limited_blas
 
 keras = pytest.importorskip("keras")
 
@@ -86,9 +88,11 @@ def test_whole_model_gradients_by_central_differences(name):
     ids = token_ids(rng, n=5, steps=7)
     ids[1, 2] = 0  # a hole: the masks must handle more than right padding
     labels = rng.integers(0, CLASSES, size=len(ids))
-    _, grads = model.loss_and_gradients(ids, labels)
-    errors = check_gradients(lambda p: model.loss(ids, labels), model.weights, grads,
-                             max_entries=40)
+    model.blas_threads = None  # capped once around the whole check, not per call
+    with limited_blas(1):
+        _, grads = model.loss_and_gradients(ids, labels)
+        errors = check_gradients(lambda p: model.loss(ids, labels), model.weights, grads,
+                                 max_entries=40)
     worst = max(errors, key=errors.get)
     assert errors[worst] < 1e-6, f"{worst}: {errors[worst]:.2e}"
 
@@ -135,6 +139,16 @@ def test_export_round_trip(tmp_path):
     ids = token_ids(np.random.default_rng(4))
     np.testing.assert_array_equal(NumpyModel.from_npz(path).forward(ids),
                                   NumpyModel.from_keras(model).forward(ids))
+
+
+def test_set_model_weights_round_trip():
+    source, target = build("lstm_bidirectional", seed=1), build("lstm_bidirectional", seed=2)
+    ids = token_ids(np.random.default_rng(5))
+    assert not np.allclose(np.asarray(source(ids)), np.asarray(target(ids)))
+    set_model_weights(target, model_weights(source))
+    np.testing.assert_array_equal(np.asarray(source(ids)), np.asarray(target(ids)))
+    with pytest.raises(ValueError, match="missing"):
+        set_model_weights(target, {"output/bias": np.zeros(CLASSES)})
 
 
 def test_all_padding_batch():

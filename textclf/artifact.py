@@ -45,6 +45,9 @@ def prepare_partial_dir(target: Path, force: bool) -> Path:
         raise UsageError(f"{target} exists; pass --force to overwrite it")
     partial = partial_dir_for(target)
     if partial.exists():
+        if not force and not (partial / CHECKPOINT_DIR / "progress.json").exists():
+            raise UsageError(f"{partial} holds a run stopped before its first epoch finished "
+                             f"(or one still training); pass --force to start over")
         if not force:
             raise UsageError(f"{partial} holds an interrupted run; continue it with "
                              f"`textclf train --resume {target}` or pass --force to start over")

@@ -105,6 +105,9 @@ def train(ctx, config_path, overrides, output, force, resume):
     from .training import train as run_train
 
     target = run_train(config_path, overrides, output, force, resume)
+    if target is None:  # a non-chief worker of a multi-worker run
+        click.echo("worker finished; the chief writes the run directory", err=True)
+        return
     click.echo(f"run written to {target}", err=True)
     click.echo(str(target))
 
@@ -138,7 +141,8 @@ def evaluate(ctx, run_dir, data, split, fmt, output, force, engine):
     examples = evaluation_data(run, data, split)
     if engine == "keras":
         _tensorflow(ctx)
-    report = evaluate_run(run, examples, predictor(run, engine))
+    report = evaluate_run(run, examples, predictor(run, engine),
+                          source=", ".join(data) if data else f"{run_dir} ({split} split)")
     text = (json.dumps(report, indent=2, ensure_ascii=False) + "\n" if fmt == "json"
             else format_report_text(report))
     with atomic_output(output, force) as stream:

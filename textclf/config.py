@@ -37,8 +37,12 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float, e.g. 10**400
+        return False
 
 
 def integer(low: int | None = None, high: int | None = None) -> Checker:
@@ -103,6 +107,13 @@ def int_list(value, key, source):
     if not isinstance(value, list) or not value or not all(
             _is_int(v) and v > 0 for v in value):
         raise ConfigError(key, "a non-empty list of positive integers", value, source)
+    return tuple(value)
+
+
+def str_list(value, key, source):
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, str) and v for v in value):
+        raise ConfigError(key, "a non-empty list of strings", value, source)
     return tuple(value)
 
 
@@ -234,7 +245,8 @@ class TrainConfig:
                                     "clip each gradient to this L2 norm")
     clipvalue: float | None = _check(optional(number(0.0, low_open=True)), None,
                                      "clip each gradient element to [-v, v]")
-    seed: int = _check(integer(0), 13, "seeds Python, NumPy and TensorFlow")
+    # NumPy's legacy seeding (inside keras.utils.set_random_seed) takes 32 bits only.
+    seed: int = _check(integer(0, 2**32 - 1), 13, "seeds Python, NumPy and TensorFlow")
     deterministic: bool = _check(boolean, False, "TensorFlow op determinism (slower)")
     monitor: str = _check(choice("val_loss", "val_accuracy", "val_macro_f1"), "val_loss",
                           "early stopping and best-weights metric")
@@ -247,6 +259,8 @@ class TrainConfig:
                                   "Keras dtype policy for training")
     distribute: str = _check(choice("none", "mirrored", "multi_worker"), "none",
                              "tf.distribute strategy")
+    devices: tuple | None = _check(optional(str_list), None,
+                                   "mirrored: devices, e.g. [/gpu:0, /gpu:1]; null = all GPUs")
     tensorboard: bool = _check(boolean, False, "write TensorBoard logs under RUN_DIR/logs")
     verbose: str = _check(choice("auto", "progress", "epoch", "quiet"), "auto",
                           "Keras progress output")
@@ -289,7 +303,12 @@ def _mapping_without_duplicates(loader, node, deep=False):
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
+        try:
+            duplicate = key in seen
+        except TypeError:  # a list or mapping as a key ('? [a]'): not hashable
+            raise yaml.constructor.ConstructorError(
+                None, None, "found an unhashable key", key_node.start_mark) from None
+        if duplicate:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
@@ -311,6 +330,8 @@ def parse_yaml(text: str, source: str) -> dict:
         if "\t" in text and "\\t" in str(problem) or "tab" in str(problem):
             problem += " (YAML forbids tabs for indentation: use spaces)"
         raise ConfigError("config", "valid YAML", f"{problem} at {where}", source) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError("config", "valid YAML", "collections nested too deeply", source) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -456,8 +477,15 @@ def _check_tree_format(config, raw, source):
                           config.data.format, source)
 
 
+def _check_devices_need_mirrored(config, raw, source):
+    if config.train.devices is not None and config.train.distribute != "mirrored":
+        raise ConfigError("train.devices", "left out unless train.distribute is mirrored",
+                          list(config.train.devices), source)
+
+
 _CROSS_CHECKS = (_check_train_data_given, _check_split_fractions,
-                 _check_model_options_match_type, _check_momentum, _check_tree_format)
+                 _check_model_options_match_type, _check_momentum, _check_tree_format,
+                 _check_devices_need_mirrored)
 
 
 # --------------------------------------------------------------------------

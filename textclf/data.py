@@ -466,9 +466,10 @@ def load_splits(data_config) -> Splits:
         raise UsageError("data.valid is not set and data.split.valid is 0: no validation data")
     test = load_data(data_config, "test") if data_config.test is not None else carved.get("test")
     label_map = LabelMap.from_labels(train.labels)
-    label_map.encode(valid.labels, "validation data")
+    # Only a given valid/test file can hold unseen labels (a carved split cannot): name it.
+    label_map.encode(valid.labels, f"data.valid {', '.join(data_config.valid or ())}")
     if test is not None:
-        label_map.encode(test.labels, "test data")
+        label_map.encode(test.labels, f"data.test {', '.join(data_config.test or ())}")
     return Splits(train, valid, test, label_map, indices, fingerprint)
 
 

@@ -68,13 +68,15 @@ def evaluation_data(run: Run, data_paths: Sequence[str], split: str):
     return source.take(np.asarray(record[split], dtype=np.int64))
 
 
-def evaluate(run: Run, data, predict_proba, batch_size: int = 256) -> dict:
-    """The classification report of ``run`` on ``data`` (a LoadedData)."""
+def evaluate(run: Run, data, predict_proba, batch_size: int = 256,
+             source: str = "evaluation data") -> dict:
+    """The classification report of ``run`` on ``data`` (a LoadedData) read from
+    ``source`` (named in errors)."""
     from .evaluation import check_known_labels, classification_report
 
     if len(data) == 0:
         raise DataError("no examples to evaluate on")
-    check_known_labels(set(data.labels), run.labels, "evaluation data")
+    check_known_labels(data.labels, run.labels, source)
     index = {label: i for i, label in enumerate(run.labels)}
     y_true = np.array([index[label] for label in data.labels], dtype=np.int64)
     y_pred = np.empty(len(data), dtype=np.int64)

@@ -261,6 +261,12 @@ def _jsonl(lines, name: str, keys: dict[str, Any]) -> Iterator[Record]:
                                 "convert with: jq -c '.[]'", name, n) from None
             yield n, f"expected a JSON object, found invalid JSON ({exc.msg} at column {exc.colno})"
             continue
+        except (ValueError, RecursionError) as exc:
+            # json.loads also fails on integers over 4300 digits (ValueError) and
+            # on arrays/objects nested ~1000 deep (RecursionError).
+            what = "nested too deeply" if isinstance(exc, RecursionError) else "an integer too long"
+            yield n, f"expected a JSON object, found JSON that cannot be read ({what})"
+            continue
         fields, problem = {}, None
         for role, key in keys.items():
             if isinstance(record, dict) and isinstance(key, str) and key in record:

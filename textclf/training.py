@@ -22,6 +22,7 @@ from . import __version__
 from .artifact import (CHECKPOINT_DIR, FORMAT_VERSION, MODEL_FILE, finalize, partial_dir_for,
                        prepare_partial_dir, write_json, write_text)
 from .config import Config, config_from_dict, dump_config, parse_yaml
+from .distribute import is_chief
 from .errors import DataError, TextclfError, UsageError
 
 STATE_FILE = "state.keras"  # model + optimizer at the end of the last finished epoch
@@ -82,16 +83,10 @@ def compile_classifier(model, cfg: Config) -> None:
 
 
 def distribution_strategy(cfg):
-    """The tf.distribute strategy for ``train.distribute`` (default: none)."""
-    import tensorflow as tf
+    """The tf.distribute strategy for ``train.distribute`` (see textclf.distribute)."""
+    from .distribute import make_strategy
 
-    if cfg.distribute == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if cfg.distribute == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise UsageError("train.distribute is multi_worker but TF_CONFIG is not set")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
+    return make_strategy(cfg)
 
 
 def class_weights(cfg, labels: list[str], label_ids: np.ndarray) -> np.ndarray | None:
@@ -125,8 +120,9 @@ def make_callbacks(cfg: Config, work: Path, resume_progress: dict | None):
                 self.wait = resume_progress["wait"]
                 self.best = resume_progress["best"]
                 self.best_epoch = resume_progress["best_epoch"]
-                best_path = work / CHECKPOINT_DIR / BEST_FILE
-                if best_path.exists():
+                best_name = checkpoint_files(resume_progress)["best"]
+                best_path = work / CHECKPOINT_DIR / (best_name or BEST_FILE)
+                if best_name and best_path.exists():
                     with np.load(best_path, allow_pickle=False) as stored:
                         self.best_weights = [stored[f"w{i}"] for i in range(len(stored.files))]
 
@@ -136,28 +132,39 @@ def make_callbacks(cfg: Config, work: Path, resume_progress: dict | None):
         def __init__(self, stopper):
             super().__init__()
             self.stopper = stopper
+            self.files = checkpoint_files(resume_progress) if resume_progress else {}
 
         def on_epoch_end(self, epoch, logs=None):
             ckpt = work / CHECKPOINT_DIR
             ckpt.mkdir(exist_ok=True)
-            tmp = ckpt / f".{STATE_FILE}.tmp.keras"
+            # Each epoch's files get names of their own and progress.json, replaced
+            # last, names the set to resume from: a kill between any two writes
+            # leaves the previous epoch's set whole and named (never a mix).
+            files = {"state": f"state-{epoch}.keras", "non_trainable": f"non_trainable-{epoch}.npz",
+                     "best": self.files.get("best")}
+            tmp = ckpt / f".{files['state']}.tmp.keras"
             self.model.save(tmp)
-            os.replace(tmp, ckpt / STATE_FILE)
+            os.replace(tmp, ckpt / files["state"])
             # load_model re-seeds Dropout's random-state variables, so they are kept
             # apart; restoring them makes a resumed run draw the same masks.
-            tmp_rng = ckpt / f".{RNG_FILE}.tmp.npz"
+            tmp_rng = ckpt / f".{files['non_trainable']}.tmp.npz"
             np.savez(tmp_rng, *[np.asarray(v) for v in self.model.non_trainable_variables])
-            os.replace(tmp_rng, ckpt / RNG_FILE)
+            os.replace(tmp_rng, ckpt / files["non_trainable"])
             if self.stopper.best_weights is not None and self.stopper.best_epoch == epoch:
-                tmp_best = ckpt / f".{BEST_FILE}.tmp.npz"
+                files["best"] = f"best_weights-{epoch}.npz"
+                tmp_best = ckpt / f".{files['best']}.tmp.npz"
                 np.savez(tmp_best, **{f"w{i}": w for i, w in
                                       enumerate(self.stopper.best_weights)})
-                os.replace(tmp_best, ckpt / BEST_FILE)
+                os.replace(tmp_best, ckpt / files["best"])
             best = self.stopper.best
             write_json(ckpt / PROGRESS_FILE, {
                 "epoch": epoch, "wait": self.stopper.wait, "best_epoch": self.stopper.best_epoch,
                 "best": None if best is None else float(best),
-                "stopped": bool(self.model.stop_training)})
+                "stopped": bool(self.model.stop_training), "files": files})
+            self.files = files
+            for stale in ckpt.iterdir():  # the previous set, and temporaries of a killed run
+                if stale.name != PROGRESS_FILE and stale.name not in files.values():
+                    stale.unlink(missing_ok=True)
 
     class StopOnNaN(keras.callbacks.Callback):
         """Stop at the first NaN/inf loss and remember where, for a clear error."""
@@ -175,12 +182,32 @@ def make_callbacks(cfg: Config, work: Path, resume_progress: dict | None):
         monitor=cfg.train.monitor, mode=mode, restore_best_weights=True,
         patience=cfg.train.epochs if cfg.train.patience is None else cfg.train.patience)
     nan_stop = StopOnNaN()
-    callbacks = [nan_stop, stopper, EpochCheckpoint(stopper),
-                 keras.callbacks.CSVLogger(str(work / "history.csv"),
-                                           append=resume_progress is not None)]
+    history = work / "history.csv"
+    if resume_progress is not None and history.exists():
+        _trim_history(history, resume_progress["epoch"])
+    # The CSV row goes before the checkpoint, so no checkpointed epoch lacks its row;
+    # a row written after the last checkpoint is dropped on resume (above).
+    callbacks = [nan_stop, stopper,
+                 keras.callbacks.CSVLogger(str(history), append=resume_progress is not None),
+                 EpochCheckpoint(stopper)]
     if cfg.train.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(work / "logs")))
     return callbacks, nan_stop
+
+
+def checkpoint_files(progress: dict | None) -> dict:
+    """Names of the checkpoint files ``progress`` (progress.json) records."""
+    return (progress or {}).get("files") or {"state": STATE_FILE, "non_trainable": RNG_FILE,
+                                             "best": BEST_FILE}
+
+
+def _trim_history(path: Path, last_epoch: int) -> None:
+    """Keep the header and the complete rows of epochs up to ``last_epoch``: later
+    rows belong to an epoch the resumed run trains again."""
+    lines = path.read_text("utf-8").splitlines(keepends=True)
+    keep = [line for i, line in enumerate(lines) if line.endswith("\n") and
+            (i == 0 or int(line.split(",", 1)[0]) <= last_epoch)]
+    write_text(path, "".join(keep))
 
 
 def keras_verbosity(setting: str) -> int:
@@ -265,8 +292,9 @@ def end_to_end_model(vectorizer, classifier, max_length: int):
 
 
 def train(config_path: str | None, overrides: tuple, output: str | None, force: bool,
-          resume: str | None) -> Path:
-    """Run ``textclf train``; returns the finished run directory."""
+          resume: str | None) -> Path | None:
+    """Run ``textclf train``; returns the finished run directory (None on a non-chief
+    worker of a multi-worker run, which writes none)."""
     if resume:
         target = Path(resume)
         work = partial_dir_for(target)
@@ -279,6 +307,8 @@ def train(config_path: str | None, overrides: tuple, output: str | None, force: 
                                source=str(work / "config.yaml"))
         progress = json.loads((work / CHECKPOINT_DIR / PROGRESS_FILE).read_text("utf-8"))
         log(f"resuming {target} after epoch {progress['epoch'] + 1}")
+        if not is_chief(cfg.train):  # reads the chief's checkpoint (shared file system)
+            work = scratch_dir(work)
     else:
         if config_path is None:
             raise UsageError("train needs -c CONFIG (or --resume RUN_DIR)")
@@ -286,8 +316,12 @@ def train(config_path: str | None, overrides: tuple, output: str | None, force: 
 
         cfg = load_config(config_path, overrides)
         target = Path(output) if output else Path("runs") / Path(config_path).stem
-        work = prepare_partial_dir(target, force)
+        if cfg.train.tensorboard:
+            _require_tensorboard()
+        work = prepare_partial_dir(target, force) if is_chief(cfg.train) else scratch_dir(None)
         progress = None
+    if not is_chief(cfg.train):
+        return _train_as_worker(cfg, target, work, progress)
     try:
         run_training(cfg, target, work, progress)
     except KeyboardInterrupt:
@@ -302,8 +336,57 @@ def train(config_path: str | None, overrides: tuple, output: str | None, force: 
             import shutil
             shutil.rmtree(work, ignore_errors=True)
         raise
+    except (OSError, TextclfError) as exc:
+        if not _no_space(exc):
+            raise
+        if (work / CHECKPOINT_DIR / PROGRESS_FILE).exists():
+            raise TextclfError(f"no space left on device while writing {target}; the last "
+                               f"finished epoch is saved: free some space, then resume with "
+                               f"`textclf train --resume {target}`") from None
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
+        raise TextclfError(f"no space left on device while writing {target}; "
+                           "nothing saved") from None
     finalize(work, target, force=True if resume else force)
     return target
+
+
+def _no_space(exc: BaseException) -> bool:
+    """A full disk or quota, raised directly or wrapped by textclf.atomic."""
+    import errno
+
+    full = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+    return any(isinstance(e, OSError) and e.errno in full for e in (exc, exc.__cause__))
+
+
+def _require_tensorboard() -> None:
+    """Keras' TensorBoard callback needs the tensorboard package for its summaries."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UsageError("train.tensorboard needs the tensorboard package: "
+                         "pip install 'keras-textclf[tensorboard]' (or pip install tensorboard)")
+
+
+def scratch_dir(resume_from: Path | None) -> Path:
+    """A private build folder for a non-chief worker (a copy of the run being resumed)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="textclf-worker-"))
+    if resume_from is not None:
+        shutil.copytree(resume_from, folder, dirs_exist_ok=True)
+    return folder
+
+
+def _train_as_worker(cfg: Config, target: Path, work: Path, progress: dict | None) -> None:
+    """A non-chief worker trains in step with the chief, then drops its scratch copy."""
+    import shutil
+
+    try:
+        run_training(cfg, target, work, progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -> None:
@@ -314,6 +397,8 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
     from .reference.export import export_numpy_weights
     from .text import load_embeddings
 
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
+    strategy = distribution_strategy(cfg.train)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     vocabulary = None
     if progress is not None:
@@ -331,12 +416,16 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
 
     if cfg.train.mixed_precision != "none":
         keras.mixed_precision.set_dtype_policy(cfg.train.mixed_precision)
-    strategy = distribution_strategy(cfg.train)
+    from .distribute import describe
+
+    log(describe(strategy, cfg.train.batch_size))
     with strategy.scope():
         if progress is not None:
-            classifier = keras.models.load_model(work / CHECKPOINT_DIR / STATE_FILE,
+            files = checkpoint_files(progress)
+            classifier = keras.models.load_model(work / CHECKPOINT_DIR / files["state"],
                                                  safe_mode=True)
-            with np.load(work / CHECKPOINT_DIR / RNG_FILE, allow_pickle=False) as stored:
+            with np.load(work / CHECKPOINT_DIR / files["non_trainable"],
+                         allow_pickle=False) as stored:
                 for i, variable in enumerate(classifier.non_trainable_variables):
                     variable.assign(stored[f"arr_{i}"])
         else:
@@ -363,11 +452,16 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
     valid_batches = BatchSequence(data.sequences["valid"], data.label_ids["valid"], n_classes,
                                   cfg.train.batch_size, shuffle=False, fixed_length=fixed)
     callbacks, nan_stop = make_callbacks(cfg, work, progress)
+    callbacks.insert(0, _RewindBatches(train_batches, start_epoch))
+    from .distribute import keras_multi_worker_fit
     started = time.perf_counter()
-    if progress is None or not progress.get("stopped"):
-        classifier.fit(train_batches.as_dataset(), validation_data=valid_batches.as_dataset(), epochs=cfg.train.epochs,
-                       initial_epoch=start_epoch, callbacks=callbacks, shuffle=False,
-                       verbose=keras_verbosity(cfg.train.verbose))
+    # A run that stopped early before being finalised fits no more epochs, but fit
+    # still calls on_train_end, where early stopping restores the best weights.
+    epochs = start_epoch if progress is not None and progress.get("stopped") else cfg.train.epochs
+    with keras_multi_worker_fit(classifier, strategy, train_batches.batch(np.arange(1))):
+        classifier.fit(train_batches.as_dataset(), validation_data=valid_batches.as_dataset(),
+                       epochs=epochs, initial_epoch=start_epoch, callbacks=callbacks,
+                       shuffle=False, verbose=keras_verbosity(cfg.train.verbose))
     if nan_stop.nan_at is not None:
         raise TextclfError("training diverged: the loss became NaN or infinite; lower "
                            "train.learning_rate or set train.clipnorm")
@@ -395,15 +489,37 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
     })
 
 
+def _RewindBatches(batches, start_epoch: int):
+    """A callback putting ``batches`` back at ``start_epoch`` when training begins.
+
+    Under a tf.distribute strategy ``fit`` draws one batch to build the model
+    before training, which runs the batch generator once more and would shift
+    every epoch's plan by one (breaking exact ``--resume``).
+    """
+    import keras
+
+    class RewindBatches(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            batches.epoch = start_epoch
+
+    return RewindBatches()
+
+
 def predict_ids(classifier, sequences: list[np.ndarray], batch_size: int) -> np.ndarray:
     """Probabilities (N, C) for token-id sequences, in input order, length-bucketed."""
+    import tensorflow as tf
+
     from .batching import pad_batch
 
+    # Not predict_on_batch: under a tf.distribute strategy it runs the whole batch on
+    # every replica and concatenates the copies. One trace serves every batch shape.
+    forward = tf.function(lambda ids: classifier(ids, training=False),
+                          input_signature=[tf.TensorSpec([None, None], tf.int32)])
     order = np.argsort([len(s) for s in sequences], kind="stable")
     out = None
     for start in range(0, len(order), batch_size * 4):
         rows = order[start:start + batch_size * 4]
-        probs = np.asarray(classifier.predict_on_batch(pad_batch([sequences[i] for i in rows])))
+        probs = forward(pad_batch([sequences[i] for i in rows])).numpy()
         if out is None:
             out = np.zeros((len(sequences), probs.shape[1]), dtype=np.float32)
         out[rows] = probs

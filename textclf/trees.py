@@ -397,6 +397,21 @@ def sentence_to_tree(text: str, shape: str = "balanced") -> Tree:
     return tokens_to_tree(tokenize_sentence(text), shape)
 
 
+def input_to_tree(line: str, shape: str = "balanced") -> Tree:
+    """A prediction input: a PTB tree when the line parses as one, else raw text.
+
+    A line that starts with ``(`` and parses is used with its own structure
+    (its labels are ignored by prediction); anything else, ``(sic) a film``
+    included, is tokenised and given a ``shape`` tree (:func:`sentence_to_tree`).
+    """
+    if line.lstrip().startswith("("):
+        try:
+            return parse_tree(line)
+        except DataError:
+            pass
+    return sentence_to_tree(line, shape)
+
+
 # ------------------------------------------------------------------ vocabulary
 
 

@@ -1,11 +1,21 @@
 """``textclf check``: the Keras model against its NumPy re-implementation.
 
+``check_texts(end_to_end_model, texts, labels, run_dir, gradients)`` is the
+whole command: it also checks that the NumPy engine's tokenisation gives the
+saved vectorizer's ids, then calls ``check_run`` on those ids with the NumPy
+model read from the run's ``weights.npz``.
+
 ``check_run(keras_classifier, numpy_model, ids, labels, gradients)`` runs both
 on the same token ids and measures, per layer (Keras layer names), the largest
 absolute difference of the activations, then of the probabilities, the share
 of identical predicted labels and, with ``gradients=True``, the difference of
 the gradients of the mean cross-entropy w.r.t. every weight (NumPy backward
 pass against ``tf.GradientTape``). ``format_check(report)`` renders it.
+
+Recurrent layers' outputs are compared at the unpadded steps only: at a
+padded step the generic kernel repeats the previous output while cuDNN (on a
+GPU) writes zeros, and nothing downstream reads them. TF32 matmuls are
+switched off for the comparison (they would cost 1e-3 on an Ampere+ GPU).
 
 Tolerances (float32 Keras against the float64 reference, see REFERENCE_SPEC):
 activations ``|k - n| <= atol + rtol |n|`` with atol = rtol = 1e-5, the
@@ -45,6 +55,7 @@ class CheckReport:
     same_labels: int
     gradients: list[Diff] | None = None
     gradient_examples: int = 0
+    same_token_ids: int | None = None  # texts whose NumPy token ids equal Keras' (check_texts)
     tolerances: dict = field(default_factory=lambda: {
         "atol": ATOL, "rtol": RTOL, "grad_atol": GRAD_ATOL, "grad_rtol": GRAD_RTOL})
 
@@ -55,7 +66,8 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         parts = self.layers + [self.probabilities] + (self.gradients or [])
-        return all(d.ok for d in parts)
+        ids_ok = self.same_token_ids is None or self.same_token_ids == self.n_examples
+        return ids_ok and all(d.ok for d in parts)
 
 
 def _trim(ids: np.ndarray) -> np.ndarray:
@@ -109,6 +121,9 @@ def check_run(keras_classifier, numpy_model: NumpyModel | None, ids: np.ndarray,
     ids = np.asarray(ids)
     if ids.ndim != 2 or len(ids) == 0:
         raise ValueError(f"ids must be a non-empty (examples, steps) array; got {ids.shape}")
+    import tensorflow as tf
+
+    tf.config.experimental.enable_tensor_float_32_execution(False)
     if numpy_model is None:
         numpy_model = NumpyModel.from_keras(keras_classifier)
     numpy_model.forward(ids[:1])
@@ -123,8 +138,12 @@ def check_run(keras_classifier, numpy_model: NumpyModel | None, ids: np.ndarray,
         batch = _trim(ids[start:start + batch_size])
         numpy_probs = numpy_model.forward(batch)
         keras_out = {k: np.asarray(v) for k, v in probe(batch, training=False).items()}
+        steps = (batch != 0)[..., None]  # (B, T, 1): the unpadded steps
         for name in names:
-            stats[name].add(keras_out[name], numpy_model.activations_[name])
+            ours, theirs = numpy_model.activations_[name], keras_out[name]
+            if name.startswith("rnn_") and numpy_model.spec["type"] == "rnn":
+                ours, theirs = ours * steps, theirs * steps
+            stats[name].add(theirs, ours)
         probabilities.add(keras_out["output"], numpy_probs)
         same += int(np.sum(keras_out["output"].argmax(axis=1) == numpy_probs.argmax(axis=1)))
     report = CheckReport(len(ids), [stats[n].result() for n in names], probabilities.result(),
@@ -138,6 +157,50 @@ def check_run(keras_classifier, numpy_model: NumpyModel | None, ids: np.ndarray,
                                              grad_atol, grad_rtol)
         report.gradient_examples = len(batch)
     return report
+
+
+def check_texts(end_to_end_model, texts, labels=None, run_dir=None, gradients: bool = False,
+                **options) -> CheckReport:
+    """``textclf check`` on raw texts: the saved end-to-end model (``vectorizer`` ->
+    ``truncate`` -> classifier) against the NumPy engine of ``run_dir``.
+
+    The Keras ids (from the model's own vectorizer and truncation) feed both
+    nets, so the per-layer comparison is not blurred by tokenisation; the
+    engine's tokenisation is compared with those ids separately
+    (``same_token_ids``). Without ``run_dir`` the NumPy model is rebuilt from
+    the Keras weights and tokenisation is not checked. ``labels``: class
+    indices (N,), needed with ``gradients``. ``options`` go to :func:`check_run`.
+    """
+    import tensorflow as tf
+
+    from .export import find_layer, nested_classifier
+
+    texts = list(texts)
+    vectorizer = end_to_end_model.get_layer("vectorizer")
+    ids = vectorizer(tf.constant(texts, dtype=tf.string))
+    truncate = find_layer(end_to_end_model, "truncate")
+    ids = np.asarray(ids if truncate is None else truncate(ids))
+    classifier = nested_classifier(end_to_end_model)
+    same_ids = None
+    numpy_model = None
+    if run_dir is not None:
+        from .engine import NumpyEngine
+
+        engine = NumpyEngine(run_dir)
+        numpy_model = engine.model
+        ours = engine.vectorizer.encode(texts)
+        width = max(ours.shape[1], ids.shape[1])
+        ours, theirs = (np.pad(a, [(0, 0), (0, width - a.shape[1])]) for a in (ours, ids))
+        same_ids = int(np.sum(np.all(ours == theirs, axis=1)))
+    report = check_run(classifier, numpy_model, _at_least_one_step(ids), labels, gradients,
+                       **options)
+    report.same_token_ids = same_ids
+    return report
+
+
+def _at_least_one_step(ids: np.ndarray) -> np.ndarray:
+    """All-empty texts give (N, 0) ids; the models treat one padding step the same."""
+    return ids if ids.shape[1] else np.zeros((len(ids), 1), dtype=ids.dtype)
 
 
 def keras_gradients(keras_classifier, ids: np.ndarray, labels: np.ndarray,
@@ -191,6 +254,9 @@ def format_check(report: CheckReport) -> str:
     for d in report.layers + [report.probabilities]:
         lines.append(f"{d.name:<{width}}  {d.max_abs:12.3e}  {d.max_rel:9.2e}"
                      f"{'' if d.ok else '  EXCEEDS TOLERANCE'}")
+    if report.same_token_ids is not None:
+        lines.append(f"identical token ids (NumPy engine vs the saved vectorizer): "
+                     f"{report.same_token_ids}/{report.n_examples}")
     lines.append(f"identical predicted labels: {report.same_labels}/{report.n_examples} "
                  f"({report.label_agreement:.2%})")
     if report.gradients is not None:
@@ -203,6 +269,8 @@ def format_check(report: CheckReport) -> str:
                          f"{'' if d.ok else '  EXCEEDS TOLERANCE'}")
     failed = [d.name for d in report.layers + [report.probabilities] + (report.gradients or [])
               if not d.ok]
+    if report.same_token_ids is not None and report.same_token_ids != report.n_examples:
+        failed.insert(0, "token ids")
     lines.append("OK: Keras and NumPy agree" if not failed else
                  "FAILED: beyond tolerance: " + ", ".join(failed))
     return "\n".join(lines)

@@ -31,7 +31,8 @@ VOCABULARY_FILE = "vocabulary.txt"
 TEXT_KEY = "__text__"
 
 
-def _find(model, name):
+def find_layer(model, name):
+    """``model.get_layer(name)``, or None when there is no such layer."""
     try:
         return model.get_layer(name)
     except ValueError:
@@ -49,17 +50,17 @@ def text_settings(end_to_end) -> dict:
         raise UnsupportedLayerError("vectorizer: a custom split callable cannot be exported")
     if config.get("output_mode", "int") != "int" or config.get("ngrams"):
         raise UnsupportedLayerError("vectorizer: only output_mode='int' without ngrams")
-    truncate = _find(end_to_end, "truncate")
+    truncate = find_layer(end_to_end, "truncate")
     return {"standardize": standardize, "split": split,
             "output_sequence_length": config.get("output_sequence_length"),
             "max_length": None if truncate is None else int(truncate.max_length),
             "vocabulary": [str(t) for t in vectorizer.get_vocabulary()]}
 
 
-def _nested_classifier(end_to_end):
+def nested_classifier(end_to_end):
     """The token-id model inside an end-to-end model: the layer named ``classifier``,
     else its only sub-layer that is itself a model."""
-    found = _find(end_to_end, "classifier")
+    found = find_layer(end_to_end, "classifier")
     if found is not None:
         return found
     models = [layer for layer in end_to_end.layers if hasattr(layer, "layers")]
@@ -78,9 +79,9 @@ def export_numpy_weights(model, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     arrays = {}
-    if _find(model, "vectorizer") is not None:
+    if find_layer(model, "vectorizer") is not None:
         arrays[TEXT_KEY] = encode_json(text_settings(model))
-        classifier = _nested_classifier(model)
+        classifier = nested_classifier(model)
     else:
         classifier = model
     spec = model_spec(classifier)

@@ -43,7 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import activations
-from .rnn import _outer_sum
+from .rnn import _matmul, _outer_sum
 
 
 class _Cache(NamedTuple):
@@ -74,7 +74,7 @@ class GRUCell:
 
     def input_projection(self, params: dict, x: np.ndarray) -> np.ndarray:
         """(T, B, D) -> a (T, B, 3U) = x W + b_in."""
-        return x @ params["kernel"] + self._biases(params)[0]
+        return _matmul(x, params["kernel"]) + self._biases(params)[0]
 
     def step(self, params: dict, a_t: np.ndarray, states: tuple) -> tuple[tuple, _Cache]:
         """a_t (B, 3U), states (h_{t-1},) -> (h_t,), cache."""
@@ -138,4 +138,4 @@ class GRUCell:
                                         _outer_sum(rh_prev, d_rec[..., 2 * u:])], axis=1)
             bias = sum_a
         grads = {"kernel": _outer_sum(x, d_a), "recurrent_kernel": recurrent, "bias": bias}
-        return d_a @ params["kernel"].T, grads
+        return _matmul(d_a, params["kernel"].T), grads

@@ -197,3 +197,19 @@ def keras_variables(model, spec: dict | None = None) -> dict:
         for param, var in _recurrent_variables(layer).items():
             variables[f"{layer_spec['name']}/{param}"] = var
     return variables
+
+
+def set_model_weights(model, weights: dict[str, np.ndarray]) -> None:
+    """The inverse of :func:`model_weights`: assign every ``<layer>/<param>`` array to
+    the Keras model's variable (cast to its dtype; shapes must match, no key may
+    be missing or left over)."""
+    variables = keras_variables(model)
+    missing, extra = set(variables) - set(weights), set(weights) - set(variables)
+    if missing or extra:
+        raise ValueError(f"weights do not fit {model.name}: missing {sorted(missing)}, "
+                         f"unexpected {sorted(extra)}")
+    for name, var in variables.items():
+        value = np.asarray(weights[name])
+        if tuple(value.shape) != tuple(var.shape):
+            raise ValueError(f"{name}: expected shape {tuple(var.shape)}, got {value.shape}")
+        var.assign(value.astype(var.dtype))

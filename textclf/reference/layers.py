@@ -113,7 +113,8 @@ def masked_mean_pool(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return (x * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1)
 
 
-def masked_mean_pool_backward(d_pooled: np.ndarray, mask: np.ndarray | None, steps: int) -> np.ndarray:
+def masked_mean_pool_backward(d_pooled: np.ndarray, mask: np.ndarray | None,
+                              steps: int) -> np.ndarray:
     """d_pooled (B, D) -> dx (B, T, D)."""
     if mask is None:
         return np.repeat(d_pooled[:, None, :] / steps, steps, axis=1)

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import activations
-from .rnn import _outer_sum
+from .rnn import _matmul, _outer_sum
 
 
 class _Cache(NamedTuple):
@@ -62,7 +62,7 @@ class LSTMCell:
 
     def input_projection(self, params: dict, x: np.ndarray) -> np.ndarray:
         """(T, B, D) -> a (T, B, 4U) = x W + b."""
-        return x @ params["kernel"] + params["bias"]
+        return _matmul(x, params["kernel"]) + params["bias"]
 
     def step(self, params: dict, a_t: np.ndarray, states: tuple) -> tuple[tuple, _Cache]:
         """a_t (B, 4U), states (h_{t-1}, c_{t-1}) -> (h_t, c_t), cache."""
@@ -101,4 +101,4 @@ class LSTMCell:
             "recurrent_kernel": _outer_sum(h_prev, d_rec),
             "bias": d_a.reshape(-1, d_a.shape[-1]).sum(axis=0),
         }
-        return d_a @ params["kernel"].T, grads
+        return _matmul(d_a, params["kernel"].T), grads

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import layers
 from .keras_weights import build_recurrent
+from .threads import limited_blas
 
 SPEC_KEY = "__spec__"
 
@@ -53,18 +54,22 @@ class NumpyModel:
     ``spec``: the dict of :func:`keras_weights.model_spec`; ``weights``:
     {``<layer>/<param>``: array}, cast once to ``dtype`` (float64 by default:
     the reference computes more exactly than the float32 Keras model it checks).
+    ``blas_threads``: cap on NumPy's BLAS threads during forward/backward
+    (1 by default, see :mod:`textclf.reference.threads`; None: no cap).
     After :meth:`forward`, ``activations_`` maps each Keras layer name to its
     output (``end_padding``, ``embedding``, ``conv_K``, ``max_pool_K``, ``concat``,
     ``rnn_l``, ``mean_pool``, ``dropout``, ``output``).
     """
 
-    def __init__(self, spec: dict, weights: dict[str, np.ndarray], dtype=np.float64):
+    def __init__(self, spec: dict, weights: dict[str, np.ndarray], dtype=np.float64,
+                 blas_threads: int | None = 1):
         if spec.get("type") not in ("cnn", "rnn"):
             raise ValueError(f"spec type must be cnn or rnn; got {spec.get('type')!r}")
         self.spec = spec
         self.dtype = np.dtype(dtype)
         self.weights = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in weights.items()}
         self.recurrent = [(s["name"], build_recurrent(s)) for s in spec.get("recurrent", [])]
+        self.blas_threads = blas_threads
         self.activations_: dict[str, np.ndarray] = {}
         self._cache = None
 
@@ -97,14 +102,15 @@ class NumpyModel:
         if ids.ndim != 2:
             raise ValueError(f"ids must be (batch, steps); got shape {ids.shape}")
         acts = {}
-        if self.spec["type"] == "cnn":
-            features, cache = self._cnn_forward(ids, acts)
-        else:
-            features, cache = self._rnn_forward(ids, acts)
-        acts["dropout"] = features  # inference: dropout is the identity
-        w = self._params("output")
-        probs = layers.dense_forward(features, w["kernel"], w["bias"],
-                                     self.spec["output_activation"])
+        with limited_blas(self.blas_threads):
+            if self.spec["type"] == "cnn":
+                features, cache = self._cnn_forward(ids, acts)
+            else:
+                features, cache = self._rnn_forward(ids, acts)
+            acts["dropout"] = features  # inference: dropout is the identity
+            w = self._params("output")
+            probs = layers.dense_forward(features, w["kernel"], w["bias"],
+                                         self.spec["output_activation"])
         acts["output"] = probs
         self.activations_ = acts
         self._cache = (ids, features, probs, cache)
@@ -154,8 +160,11 @@ class NumpyModel:
             raise RuntimeError("call forward(ids) before backward(labels)")
         if self.spec["output_activation"] != "softmax":
             raise ValueError("backward needs a softmax output layer")
+        with limited_blas(self.blas_threads):
+            return self._backward(np.asarray(labels))
+
+    def _backward(self, labels: np.ndarray) -> dict[str, np.ndarray]:
         ids, features, probs, cache = self._cache
-        labels = np.asarray(labels)
         grads = {}
         d_logits = layers.softmax_cross_entropy_backward(probs, labels)
         w = self._params("output")

@@ -64,9 +64,10 @@ class Recurrent:
         return self.cell.units
 
     def _time_major(self, array: np.ndarray) -> np.ndarray:
-        """(B, T, ...) -> (T, B, ...) in processing order."""
+        """(B, T, ...) -> (T, B, ...) in processing order, contiguous (a strided
+        stack of matrices would make ``@`` fall back from BLAS to a slow loop)."""
         array = np.swapaxes(array, 0, 1)
-        return array[::-1] if self.go_backwards else array
+        return np.ascontiguousarray(array[::-1] if self.go_backwards else array)
 
     def _batch_major(self, array: np.ndarray) -> np.ndarray:
         """(T, B, ...) time-major in processing order -> (B, T, ...) in input order."""
@@ -80,7 +81,8 @@ class Recurrent:
         xs = self._time_major(x)  # (T, B, D)
         a = self.cell.input_projection(params, xs)  # (T, B, G)
         if initial_state is None:
-            initial_state = tuple(np.zeros((batch, self.units), dtype) for _ in range(self.cell.n_states))
+            initial_state = tuple(np.zeros((batch, self.units), dtype)
+                                  for _ in range(self.cell.n_states))
         states = tuple(initial_state)
         m = None if mask is None else self._time_major(mask.astype(bool))[..., None]  # (T, B, 1)
         outputs = np.zeros((steps, batch, self.units), dtype)
@@ -145,7 +147,8 @@ class Bidirectional:
 
     def __init__(self, forward_cell, backward_cell, merge_mode: str = "concat"):
         if merge_mode not in MERGE_MODES:
-            raise ValueError(f"merge_mode must be one of {', '.join(MERGE_MODES)}; got {merge_mode!r}")
+            raise ValueError(f"merge_mode must be one of {', '.join(MERGE_MODES)}; "
+                             f"got {merge_mode!r}")
         self.forward_layer = Recurrent(forward_cell, go_backwards=False, zero_output_for_mask=True)
         self.backward_layer = Recurrent(backward_cell, go_backwards=True, zero_output_for_mask=True)
         self.merge_mode = merge_mode

@@ -52,7 +52,7 @@ class SimpleRNNCell:
 
     def input_projection(self, params: dict, x: np.ndarray) -> np.ndarray:
         """(T, B, D) -> a (T, B, U) = x W + b, every step in one matmul."""
-        return x @ params["kernel"] + params["bias"]
+        return _matmul(x, params["kernel"]) + params["bias"]
 
     def step(self, params: dict, a_t: np.ndarray, states: tuple) -> tuple[tuple, _Cache]:
         """a_t (B, U), states (h_{t-1},) -> (h_t,), cache. The output is h_t."""
@@ -81,9 +81,15 @@ class SimpleRNNCell:
             "recurrent_kernel": _outer_sum(h_prev, d_rec),
             "bias": d_a.reshape(-1, units).sum(axis=0),
         }
-        return d_a @ params["kernel"].T, grads
+        return _matmul(d_a, params["kernel"].T), grads
 
 
 def _outer_sum(inputs: np.ndarray, grads: np.ndarray) -> np.ndarray:
     """sum over steps and batch of inputs^T grads: (T, B, I), (T, B, G) -> (I, G)."""
     return inputs.reshape(-1, inputs.shape[-1]).T @ grads.reshape(-1, grads.shape[-1])
+
+
+def _matmul(stack: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(T, B, I) @ (I, G) -> (T, B, G) as one 2-D BLAS product."""
+    flat = np.ascontiguousarray(stack).reshape(-1, stack.shape[-1])
+    return (flat @ matrix).reshape(stack.shape[:-1] + (matrix.shape[-1],))

@@ -67,7 +67,8 @@ class Vectorizer:
     (None: none). ``output_sequence_length``: the vectorizer's fixed length, if any.
     """
 
-    def __init__(self, vocabulary: Sequence[str], standardize: str | None = "lower_and_strip_punctuation",
+    def __init__(self, vocabulary: Sequence[str],
+                 standardize: str | None = "lower_and_strip_punctuation",
                  split: str | None = "whitespace", max_length: int | None = None,
                  output_sequence_length: int | None = None):
         if standardize not in STANDARDIZE:

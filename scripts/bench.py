@@ -1,0 +1,698 @@
+"""``make bench``: textclf against a naive Keras baseline and two peers (issue 7).
+
+    python scripts/bench.py                        # full run, writes BENCHMARKS.md (long)
+    python scripts/bench.py --quick --out /tmp/BENCH_quick.md   # smoke test, ~3 minutes
+    python scripts/bench.py --datasets bbc --skip memory,reference --imdb-epochs 1 ...
+
+Contenders, each on the same train/valid/test split (textclf's own stratified
+split of the recipe's data section), each in a fresh child process so that its
+peak RSS is its own:
+
+- textclf with its shipped recipes (``configs/{bbc,imdb}_{cnn,rnn}.yaml``),
+  trained by the library's ``train`` (scripts/bench_textclf.py);
+- the naive baseline, a Keras-tutorial TextCNN and LSTM (scripts/bench_naive.py);
+- TF-IDF + LinearSVC and fastText (scripts/bench_peers.py).
+
+Then process-level checks of the ``textclf`` command (``--help``, a
+10-document ``predict`` with both engines, peak RSS of ``predict`` on a short
+and a long input), an ablation of textclf's training levers on BBC, the NumPy
+LSTM reference timing (scripts/bench_reference.py, when present), and a float32
+matmul peak measured at the start and the end of the run. The report
+(scripts/bench_report.py) goes to ``--out`` (written atomically) and a summary
+to stdout; ``--json`` also keeps the raw numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from bench_common import (ROOT, SCRIPTS, Result, child_env, cycled, first_time_reaching,  # noqa: E402
+                          load_recipe_splits, matmul_peak, one_line, read_json, run_process,
+                          write_json)
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+DATASETS = {
+    "bbc": {"title": "BBC News", "cnn": "configs/bbc_cnn.yaml", "rnn": "configs/bbc_rnn.yaml",
+            "needs": None},
+    "imdb": {"title": "IMDB", "cnn": "configs/imdb_cnn.yaml", "rnn": "configs/imdb_rnn.yaml",
+             "needs": SHARED_DATA / "imdb"},
+}
+SKIPPABLE = ("peers", "process", "memory", "ablation", "reference")
+
+
+@dataclass
+class Settings:
+    """Everything a run depends on; ``--quick`` only changes these numbers."""
+
+    quick: bool
+    out: Path
+    workdir: Path
+    datasets: list
+    skip: set
+    bbc_epochs: int | None  # None: each recipe's own train.epochs (early stopping on)
+    imdb_epochs: int
+    predict_docs: int  # bulk prediction, in-process
+    numpy_predict_docs: int  # bulk prediction with textclf's NumPy engine
+    memory_lines: tuple  # (short, long) inputs of the streaming-memory check
+    ablation_epochs: int
+    repeats: int  # whole-process timings: median of this many
+    help_repeats: int
+    matmul_repeats: int
+    gpu: bool
+    subsets: dict = field(default_factory=dict)  # quick: dataset -> (train docs, test docs)
+    command: str = ""
+
+
+def parse_args(argv=None) -> Settings:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: tiny subsets, 1 epoch, 200 prediction docs")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--workdir", type=Path,
+                        help="keep runs, models and logs here (default: a temporary folder, "
+                             "removed at the end)")
+    parser.add_argument("--datasets", default="bbc,imdb", help="comma list of: bbc, imdb")
+    parser.add_argument("--skip", default="", help=f"comma list of: {', '.join(SKIPPABLE)}")
+    parser.add_argument("--epochs", type=int, help="BBC: max epochs for textclf and naive "
+                                                   "(default: each recipe's own)")
+    parser.add_argument("--imdb-epochs", type=int, help="IMDB epochs (default 2; quick 1)")
+    parser.add_argument("--predict-docs", type=int, help="bulk prediction documents "
+                                                         "(default 20000; quick 200)")
+    parser.add_argument("--numpy-predict-docs", type=int,
+                        help="bulk prediction documents for the NumPy engine (default 2000)")
+    parser.add_argument("--memory-lines", help="short,long input lines for the predict "
+                                               "memory check (default 10000,1000000)")
+    parser.add_argument("--ablation-epochs", type=int, help="epochs per ablation variant (3)")
+    parser.add_argument("--repeats", type=int, help="whole-process timings: runs each (3)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="leave GPUs visible (default: CUDA_VISIBLE_DEVICES='' everywhere)")
+    args = parser.parse_args(argv)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    for name in datasets:
+        if name not in DATASETS:
+            parser.error(f"--datasets: unknown {name!r} (known: {', '.join(DATASETS)})")
+    for name in skip:
+        if name not in SKIPPABLE:
+            parser.error(f"--skip: unknown {name!r} (known: {', '.join(SKIPPABLE)})")
+    quick = args.quick
+
+    def pick(value, full, small):
+        return value if value is not None else (small if quick else full)
+
+    memory = pick(args.memory_lines, "10000,1000000", "2000,20000")
+    return Settings(
+        quick=quick, out=args.out.resolve(),
+        workdir=(args.workdir.resolve() if args.workdir else None),
+        datasets=datasets, skip=skip, bbc_epochs=pick(args.epochs, None, 1),
+        imdb_epochs=pick(args.imdb_epochs, 2, 1),
+        predict_docs=pick(args.predict_docs, 20000, 200),
+        numpy_predict_docs=pick(args.numpy_predict_docs, 2000, 200),
+        memory_lines=tuple(int(n) for n in memory.split(",")),
+        ablation_epochs=pick(args.ablation_epochs, 3, 2),
+        repeats=pick(args.repeats, 3, 1), help_repeats=5 if not quick else 3,
+        matmul_repeats=10 if not quick else 3, gpu=args.gpu,
+        subsets={"bbc": (400, None), "imdb": (600, 300)} if quick else {},
+        command=" ".join(["python", "scripts/bench.py", *(argv if argv is not None
+                                                           else sys.argv[1:])]),
+    ) , args.json
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------
+# The machine.
+# --------------------------------------------------------------------------
+
+
+def machine_info(gpu: bool) -> dict:
+    """Date, CPU, cores, load, library versions, git commit."""
+    import keras
+    import tensorflow as tf
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    flags = set((re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M) or [None, ""])[1].split())
+
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    from textclf import __version__ as textclf_version
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": model.group(1).strip() if model else platform.processor() or "unknown",
+        "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+        "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}),
+        "memory_gb": _memory_gb(),
+        "load_start": os.getloadavg(),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")] if gpu else [],
+        "versions": {"Python": platform.python_version(), "TensorFlow": tf.__version__,
+                     "Keras": keras.__version__, "NumPy": np.__version__,
+                     "scikit-learn": version("scikit-learn"),
+                     "fasttext-wheel": version("fasttext-wheel"), "textclf": textclf_version},
+        "git": _git_commit(),
+        "platform": platform.platform(),
+    }
+
+
+def _memory_gb() -> float | None:
+    try:
+        text = Path("/proc/meminfo").read_text()
+        return int(re.search(r"MemTotal:\s+(\d+)", text).group(1)) / 1024 / 1024
+    except (OSError, AttributeError):
+        return None
+
+
+def _git_commit() -> str:
+    """The commit and whether the tree had changes (read-only git calls)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + (" with uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def peak_of(settings: Settings, dtype: str = "float32") -> dict:
+    device = "/GPU:0" if settings.gpu and _has_gpu() else None
+    return matmul_peak(2048, settings.matmul_repeats, dtype, device)
+
+
+def _has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+# --------------------------------------------------------------------------
+# Data for --quick: small stratified subsets written as JSON Lines.
+# --------------------------------------------------------------------------
+
+
+def data_overrides(settings: Settings, dataset: str) -> list[str]:
+    """``--set`` overrides pointing a recipe at a subset (quick), else none."""
+    if dataset not in settings.subsets:
+        return []
+    from textclf.config import load_config
+    from textclf.data import load_data
+
+    n_train, n_test = settings.subsets[dataset]
+    cfg = load_config(ROOT / DATASETS[dataset]["cnn"])
+    folder = settings.workdir / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    overrides = ["data.format=jsonl"]
+    for split, n in (("train", n_train), ("test", n_test)):
+        if n is None:
+            continue
+        source = load_data(cfg.data, split)
+        path = folder / f"{dataset}_{split}.jsonl"
+        write_subset(source.texts, source.labels, n, path)
+        overrides.append(f"data.{split}={path}")
+    return overrides
+
+
+def write_subset(texts: list[str], labels: list[str], n: int, path: Path) -> None:
+    """About ``n`` examples, the same share of each label, seeded; JSON Lines."""
+    import json
+
+    rng = np.random.default_rng(0)
+    labels_array = np.asarray(labels)
+    chosen = []
+    classes = sorted(set(labels))
+    for label in classes:
+        members = np.flatnonzero(labels_array == label)
+        chosen.extend(rng.permutation(members)[:max(2, n // len(classes))])
+    with open(path, "w", encoding="utf-8") as out:
+        for i in sorted(chosen):
+            out.write(json.dumps({"text": texts[i], "label": labels[i]}, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------
+# Workers.
+# --------------------------------------------------------------------------
+
+
+def run_worker(settings: Settings, script: str, task: str, spec: dict) -> dict:
+    """Run ``scripts/SCRIPT TASK`` in a fresh process; its result dict, with the
+    process's peak RSS, or an ``error`` entry with the log's tail."""
+    name = spec["name"]
+    spec = {**spec, "workdir": str(settings.workdir)}
+    spec_path = settings.workdir / "specs" / f"{name}.json"
+    out_path = settings.workdir / "results" / f"{name}.json"
+    log = settings.workdir / "logs" / f"{name}.log"
+    for folder in (spec_path.parent, out_path.parent, log.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    write_json(spec_path, spec)
+    say(f"{name}: {script} {task} (log: {log})")
+    done = run_process([sys.executable, str(SCRIPTS / script), task, "--spec", str(spec_path),
+                        "--out", str(out_path)], log, child_env(settings.gpu))
+    if done.returncode != 0 or not out_path.exists():
+        tail = done.tail(6).replace("\n", " | ")
+        say(f"{name}: FAILED (exit {done.returncode}): {tail[-400:]}")
+        return {"error": f"failed (exit {done.returncode}): {tail[-300:]}",
+                "worker_seconds": done.seconds}
+    result = read_json(out_path)
+    result["peak_rss_bytes"] = done.peak_rss_bytes
+    result.setdefault("extra", {})["worker_seconds"] = done.seconds
+    say(f"{name}: done in {done.seconds:.0f} s")
+    return result
+
+
+def recipe_defaults(recipe: str) -> tuple[int, int]:
+    """A recipe's (train.epochs, train.patience), patience None -> epochs."""
+    from textclf.config import load_config
+
+    train = load_config(ROOT / recipe).train
+    return train.epochs, train.patience if train.patience is not None else train.epochs
+
+
+def bench_dataset(settings: Settings, dataset: str) -> list[Result]:
+    """Every contender on one dataset, in order: naive, textclf, peers."""
+    info = DATASETS[dataset]
+    title = info["title"]
+
+    def contender_row(contender, family, kind, error):
+        return Result(contender=contender, dataset=dataset, family=family, kind=kind,
+                      error=error)
+
+    if info["needs"] is not None and not info["needs"].is_dir():
+        reason = f"skipped: {info['needs']} is missing"
+        say(f"{title}: {reason}")
+        return [contender_row(f"{dataset} (all)", "cnn", "textclf", reason)]
+    say(f"{title}: preparing data")
+    overrides = data_overrides(settings, dataset)
+    epochs = settings.imdb_epochs if dataset == "imdb" else settings.bbc_epochs
+    results = []
+    common = {"dataset": dataset, "predict_docs": settings.predict_docs, "seed": 13}
+
+    for family, label in (("cnn", "naive Keras TextCNN"), ("rnn", "naive Keras LSTM")):
+        recipe = str(ROOT / info[family])
+        max_epochs, patience = recipe_defaults(info[family])
+        spec = {**common, "name": f"{dataset}_naive_{family}", "contender": label,
+                "family": family, "recipe": recipe, "overrides": overrides,
+                "epochs": epochs or max_epochs, "patience": patience}
+        results.append(_result(run_worker(settings, "bench_naive.py", "train", spec), spec,
+                               "naive"))
+
+    for family in ("cnn", "rnn"):
+        recipe = str(ROOT / info[family])
+        extra = ["train.verbose=epoch"] + ([f"train.epochs={epochs}"] if epochs else [])
+        spec = {**common, "name": f"{dataset}_textclf_{family}",
+                "contender": f"textclf {Path(recipe).stem}", "family": family,
+                "recipe": recipe, "overrides": overrides + extra, "predict_batch": 256,
+                "extra_predict_batches": [32] if dataset == "bbc" else [],
+                "numpy_predict_docs": settings.numpy_predict_docs}
+        results.append(_result(run_worker(settings, "bench_textclf.py", "run", spec), spec,
+                               "textclf"))
+
+    if "peers" not in settings.skip:
+        recipe = str(ROOT / info["cnn"])
+        peers = [("svm", "TF-IDF + LinearSVC", "svm", {}),
+                 ("fasttext", "fastText (defaults)", "fasttext_default", {}),
+                 ("fasttext", "fastText (lr 1.0, 25 epochs)", "fasttext_tuned",
+                  {"lr": 1.0, "epoch": 25})]
+        for task, label, name, params in peers:
+            spec = {**common, "name": f"{dataset}_{name}", "contender": label,
+                    "family": task, "recipe": recipe, "overrides": overrides, "params": params}
+            results.append(_result(run_worker(settings, "bench_peers.py", task, spec), spec,
+                                   "peer"))
+    return results
+
+
+def _result(raw: dict, spec: dict, kind: str) -> Result:
+    if "contender" not in raw:  # the worker failed before writing its row
+        return Result(contender=spec["contender"], dataset=spec["dataset"],
+                      family=spec["family"], kind=kind, error=raw.get("error"))
+    return Result.from_dict(raw)
+
+
+# --------------------------------------------------------------------------
+# Whole-process checks of the command.
+# --------------------------------------------------------------------------
+
+
+def textclf_command() -> list[str]:
+    """The installed ``textclf`` script beside this Python, else ``python -m textclf.cli``."""
+    script = Path(sys.executable).parent / "textclf"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "textclf.cli"]
+
+
+def timed(settings: Settings, label: str, command: list[str], repeats: int) -> dict:
+    """Median and best wall time, and the largest peak RSS, of ``repeats`` fresh runs."""
+    runs = []
+    log = settings.workdir / "logs" / (re.sub(r"\W+", "_", label).strip("_") + ".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(repeats):
+        done = run_process(command, log, child_env(settings.gpu))
+        if done.returncode != 0:
+            return {"label": label, "command": _shown(command),
+                    "error": f"exit {done.returncode}: {done.tail(3)[-300:]}"}
+        runs.append(done)
+    seconds = [r.seconds for r in runs]
+    return {"label": label, "command": _shown(command), "runs": repeats,
+            "median_s": statistics.median(seconds), "min_s": min(seconds),
+            "peak_rss_bytes": max(r.peak_rss_bytes for r in runs)}
+
+
+def _shown(command: list[str]) -> str:
+    """A command for the report, with local paths shortened."""
+    text = " ".join(command)
+    text = text.replace(sys.executable, "python").replace(str(ROOT) + "/", "")
+    return re.sub(r"\S*/(textclf-bench-\w+|bench-work)/", "WORK/", text)
+
+
+def process_checks(settings: Settings, results: list[Result]) -> dict:
+    """``--help``; 10-document predict per engine; naive and fastText equivalents."""
+    out = {"help": None, "predict10": []}
+    say("process: textclf --help")
+    out["help"] = timed(settings, "textclf --help", textclf_command() + ["--help"],
+                        settings.help_repeats)
+    bbc = {(r.kind, r.family): r for r in results if r.dataset == "bbc" and not r.error}
+    test_texts = bbc_test_texts(settings)
+    if not test_texts:
+        return out
+    ten = settings.workdir / "predict10.txt"
+    ten.write_text("".join(one_line(t) + "\n" for t in test_texts[:10]), encoding="utf-8")
+    answer = settings.workdir / "predict10.out"
+    for family in ("cnn", "rnn"):
+        run = bbc.get(("textclf", family))
+        if run is None:
+            continue
+        for engine in ("keras", "numpy"):
+            label = f"textclf predict, 10 docs, {family}, --engine {engine}"
+            say(f"process: {label}")
+            out["predict10"].append(timed(settings, label, textclf_command() + [
+                "predict", run.extra["run_dir"], str(ten), "--output", str(answer), "--force",
+                "--engine", engine], settings.repeats))
+    for family in ("cnn", "rnn"):
+        naive = bbc.get(("naive", family))
+        if naive is not None:
+            label = f"naive Keras {'TextCNN' if family == 'cnn' else 'LSTM'}: load + predict 10 docs"
+            say(f"process: {label}")
+            out["predict10"].append(timed(settings, label, [
+                sys.executable, str(SCRIPTS / "bench_naive.py"), "predict",
+                naive.extra["model_path"], str(ten), str(answer)], settings.repeats))
+    fast = [r for r in results if r.dataset == "bbc" and r.family == "fasttext" and not r.error
+            and r.extra.get("params")]
+    if fast:
+        label = "fastText: load + predict 10 docs"
+        say(f"process: {label}")
+        out["predict10"].append(timed(settings, label, [
+            sys.executable, str(SCRIPTS / "bench_peers.py"), "fasttext-predict",
+            fast[0].extra["model_path"], str(ten), str(answer)], settings.repeats))
+    return out
+
+
+def bbc_test_texts(settings: Settings) -> list[str]:
+    if "bbc" not in settings.datasets:
+        return []
+    _, splits = load_recipe_splits(str(ROOT / DATASETS["bbc"]["cnn"]),
+                                   data_overrides_cache.get("bbc", []))
+    return splits.test.texts
+
+
+data_overrides_cache: dict = {}
+
+
+def memory_check(settings: Settings, results: list[Result]) -> dict:
+    """Peak RSS of ``textclf predict`` on a short and a long file of short lines."""
+    run = next((r for r in results if r.dataset == "bbc" and r.kind == "textclf"
+                and r.family == "cnn" and not r.error), None)
+    texts = bbc_test_texts(settings)
+    if run is None or not texts:
+        return {"error": "no BBC textclf cnn run to predict with"}
+    sentences = [" ".join(s.split()[:12]) for t in texts for s in re.split(r"(?<=[.!?])\s+", t)
+                 if len(s.split()) >= 3]
+    rows = []
+    for n in settings.memory_lines:
+        path = settings.workdir / f"lines_{n}.txt"
+        with open(path, "w", encoding="utf-8") as out:
+            for i in range(n):
+                out.write(sentences[i % len(sentences)] + "\n")
+        answer = settings.workdir / f"lines_{n}.jsonl"
+        label = f"textclf predict, {n:,} short lines, cnn, --engine keras"
+        say(f"memory: {label}")
+        row = timed(settings, label, textclf_command() + [
+            "predict", run.extra["run_dir"], str(path), "--output", str(answer), "--force"], 1)
+        row.update(lines=n, input_bytes=path.stat().st_size)
+        if "median_s" in row:
+            row["lines_per_s"] = n / row["median_s"]
+        rows.append(row)
+        path.unlink(missing_ok=True)
+        answer.unlink(missing_ok=True)
+    return {"rows": rows}
+
+
+# --------------------------------------------------------------------------
+# Ablation and the reference engine.
+# --------------------------------------------------------------------------
+
+
+def ablation(settings: Settings) -> list[dict]:
+    """Each of textclf's training levers alone, steady-state ex/s on BBC."""
+    if "bbc" not in settings.datasets:
+        return []
+    variants = [{"name": "shipped", "overrides": []},
+                {"name": "bucketing off", "overrides": ["train.bucketing=false"]},
+                {"name": "batch 64", "overrides": ["train.batch_size=64"]},
+                {"name": "mixed_bfloat16", "overrides": ["train.mixed_precision=mixed_bfloat16"]}]
+    if settings.gpu:
+        variants.append({"name": "mixed_float16",
+                         "overrides": ["train.mixed_precision=mixed_float16"]})
+    out = []
+    for family in ("cnn", "rnn"):
+        spec = {"name": f"ablation_bbc_{family}", "recipe": str(ROOT / DATASETS["bbc"][family]),
+                "overrides": data_overrides_cache.get("bbc", []) + ["train.verbose=epoch"],
+                "epochs": settings.ablation_epochs, "variants": variants}
+        raw = run_worker(settings, "bench_textclf.py", "ablation", spec)
+        raw["family"] = family
+        out.append(raw)
+    return out
+
+
+def reference_check(settings: Settings) -> dict:
+    """scripts/bench_reference.py (NumPy LSTM forward+backward vs tf.GradientTape)."""
+    script = SCRIPTS / "bench_reference.py"
+    if not script.exists():
+        return {"error": "scripts/bench_reference.py is not there yet"}
+    log = settings.workdir / "logs" / "bench_reference.log"
+    say("reference: scripts/bench_reference.py")
+    done = run_process([sys.executable, str(script)], log, child_env(settings.gpu))
+    text = log.read_text(encoding="utf-8", errors="replace")
+    ratios = {m.group(1): float(m.group(2))
+              for m in re.finditer(r"numpy/(\w+)\s*=\s*([0-9.]+)", text)}
+    lines = [line.rstrip() for line in text.splitlines()
+             if line.strip() and ("numpy" in line or "LSTM" in line or "tf." in line)]
+    result = {"returncode": done.returncode, "ratios": ratios, "lines": lines[-6:],
+              "seconds": done.seconds}
+    if done.returncode != 0 or not ratios:
+        result["error"] = f"exit {done.returncode}; no 'numpy/X = R' line: {done.tail(3)[-300:]}"
+    return result
+
+
+# --------------------------------------------------------------------------
+# Targets.
+# --------------------------------------------------------------------------
+
+
+def find(results: list[Result], dataset: str, kind: str, family: str) -> Result | None:
+    return next((r for r in results if r.dataset == dataset and r.kind == kind
+                 and r.family == family and not r.error), None)
+
+
+def time_to_naive(result: Result, naive: Result | None) -> float | None:
+    """Seconds of training until ``result`` first reached the naive model's final
+    test accuracy: from its per-epoch curve, or its whole fit for the peers."""
+    if naive is None or naive.test_accuracy is None or result.test_accuracy is None:
+        return None
+    if result.curve:
+        return first_time_reaching(result.curve, naive.test_accuracy)
+    return result.train_seconds if result.test_accuracy >= naive.test_accuracy - 1e-9 else None
+
+
+def targets(results: list[Result], process: dict, memory: dict, reference: dict,
+            peak_gflops: float | None) -> list[dict]:
+    """The issue's targets, each with its measured ratio and whether it is met."""
+    rows = []
+
+    def row(number, target, measured, met):
+        rows.append({"number": number, "target": target, "measured": measured, "met": met})
+
+    for family, name in (("cnn", "CNN"), ("rnn", "RNN (LSTM)")):
+        tool, naive = find(results, "bbc", "textclf", family), find(results, "bbc", "naive", family)
+        if tool is None or naive is None:
+            row("1", f"{name} training ex/s >= 2x naive, accuracy >= naive", "not measured", None)
+            row("2", f"{name} time to naive accuracy <= 1/3 naive's", "not measured", None)
+            row("3", f"{name} bulk prediction >= 1.5x naive", "not measured", None)
+            continue
+        speed = tool.steady_ex_per_s / naive.steady_ex_per_s
+        better = tool.test_accuracy >= naive.test_accuracy
+        row("1", f"{name} training ex/s >= 2x naive, at equal or better test accuracy",
+            f"{speed:.2f}x ({tool.steady_ex_per_s:,.0f} vs {naive.steady_ex_per_s:,.0f} ex/s); "
+            f"accuracy {tool.test_accuracy:.2%} vs {naive.test_accuracy:.2%}",
+            speed >= 2.0 and better)
+        ours, theirs = time_to_naive(tool, naive), time_to_naive(naive, naive)
+        if ours is None or not theirs:
+            row("2", f"{name} time to naive accuracy <= 1/3 of naive's",
+                f"naive accuracy {naive.test_accuracy:.2%} not reached by textclf", False)
+        else:
+            row("2", f"{name} time to naive accuracy <= 1/3 of naive's",
+                f"{ours / theirs:.2f} ({ours:.1f} s vs {theirs:.1f} s to "
+                f"{naive.test_accuracy:.2%}; vs naive's whole fit of "
+                f"{naive.train_seconds:.1f} s: {ours / naive.train_seconds:.2f})",
+                ours / theirs <= 1 / 3)
+        ratio = tool.predict_docs_per_s / naive.predict_docs_per_s
+        row("3", f"{name} bulk prediction >= 1.5x naive",
+            f"{ratio:.2f}x ({tool.predict_docs_per_s:,.0f} vs {naive.predict_docs_per_s:,.0f} "
+            f"docs/s, {tool.predict_docs:,} docs)", ratio >= 1.5)
+
+    mem = [r for r in (memory or {}).get("rows", []) if "peak_rss_bytes" in r]
+    if len(mem) == 2:
+        ratio = mem[1]["peak_rss_bytes"] / mem[0]["peak_rss_bytes"]
+        row("4", f"predict peak RSS on {mem[1]['lines']:,} lines <= 1.2x that on "
+                 f"{mem[0]['lines']:,}",
+            f"{ratio:.3f} ({mem[1]['peak_rss_bytes'] / 2**20:,.0f} vs "
+            f"{mem[0]['peak_rss_bytes'] / 2**20:,.0f} MB)", ratio <= 1.2)
+    else:
+        row("4", "predict peak RSS on a long input <= 1.2x that on a short one",
+            "not measured", None)
+
+    helped = (process or {}).get("help") or {}
+    if "median_s" in helped:
+        row("5", "`textclf --help` under 0.3 s, whole process",
+            f"{helped['median_s']:.3f} s median of {helped['runs']} (best {helped['min_s']:.3f})",
+            helped["median_s"] < 0.3)
+    else:
+        row("5", "`textclf --help` under 0.3 s, whole process", "not measured", None)
+
+    rnn = find(results, "bbc", "textclf", "rnn")
+    flops = (rnn.flops.get("train") or {}) if rnn else {}
+    if peak_gflops and flops.get("executed_gflop_per_s"):
+        share = flops["executed_gflop_per_s"] / peak_gflops
+        row("6", "LSTM training at >= 50% of the float32 matmul peak",
+            f"{share:.0%} executed ({flops['executed_gflop_per_s']:.1f} of {peak_gflops:.1f} "
+            f"GFLOP/s); useful {flops['useful_gflop_per_s'] / peak_gflops:.0%}", share >= 0.5)
+    else:
+        row("6", "LSTM training at >= 50% of the float32 matmul peak", "not measured", None)
+    row("7", "the same benchmark in GPU mode", "not run here (`--gpu` on a GPU machine)", None)
+
+    ratios = (reference or {}).get("ratios") or {}
+    if ratios:
+        best = min(ratios.values())
+        row("-", "NumPy LSTM forward+backward within 3x of tf.GradientTape",
+            ", ".join(f"numpy/{k} = {v:.2f}" for k, v in ratios.items()), best <= 3.0)
+    else:
+        row("-", "NumPy LSTM forward+backward within 3x of tf.GradientTape",
+            (reference or {}).get("error", "not measured"), None)
+    return rows
+
+
+# --------------------------------------------------------------------------
+# Main.
+# --------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    settings, json_path = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not settings.gpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    keep = settings.workdir is not None
+    if settings.workdir is None:
+        settings.workdir = Path(tempfile.mkdtemp(prefix="textclf-bench-"))
+    settings.workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    say(f"work folder {settings.workdir}; report to {settings.out}"
+        + (" (QUICK: smoke-test numbers only)" if settings.quick else ""))
+    try:
+        report = run_all(settings)
+    finally:
+        if not keep:
+            shutil.rmtree(settings.workdir, ignore_errors=True)
+    report["total_seconds"] = time.perf_counter() - started
+    from bench_report import render, summary
+
+    text = render(report)
+    settings.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = settings.out.with_name(f".{settings.out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, settings.out)
+    if json_path:
+        write_json(json_path, report)
+    print(summary(report))
+    say(f"wrote {settings.out} in {report['total_seconds']:.0f} s")
+    return 0
+
+
+def run_all(settings: Settings) -> dict:
+    say("machine and matmul peak")
+    machine = machine_info(settings.gpu)
+    peaks = {"start": peak_of(settings), "bf16": None}
+    if machine["bf16_flags"] or settings.gpu:
+        peaks["bf16"] = peak_of(settings, "bfloat16")
+    results: list[Result] = []
+    for dataset in settings.datasets:
+        if dataset == "bbc" or dataset in settings.subsets:
+            data_overrides_cache.setdefault(dataset, [])
+        results.extend(bench_dataset(settings, dataset))
+        if dataset in settings.subsets:
+            data_overrides_cache[dataset] = _overrides_of(results, dataset, settings)
+    process = process_checks(settings, results) if "process" not in settings.skip else {}
+    memory = memory_check(settings, results) if "memory" not in settings.skip else {}
+    ablations = ablation(settings) if "ablation" not in settings.skip else []
+    reference = reference_check(settings) if "reference" not in settings.skip else {}
+    say("matmul peak again")
+    peaks["end"] = peak_of(settings)
+    machine["load_end"] = os.getloadavg()
+    peak = max(peaks["start"]["tf_gflop_per_s"], peaks["end"]["tf_gflop_per_s"])
+    for result in results:
+        result.extra["time_to_naive_s"] = time_to_naive(result, counterpart(results, result))
+    return {
+        "settings": {k: (str(v) if isinstance(v, Path) else v)
+                     for k, v in vars(settings).items() if k != "subsets"},
+        "subsets": settings.subsets, "machine": machine, "peaks": peaks,
+        "peak_gflops": peak, "results": [r.to_dict() for r in results],
+        "process": process, "memory": memory, "ablation": ablations,
+        "reference": reference,
+        "targets": targets(results, process, memory, reference, peak),
+    }
+
+
+def _overrides_of(results, dataset, settings) -> list[str]:
+    """The data overrides the dataset's workers used (quick subsets)."""
+    spec_path = settings.workdir / "specs" / f"{dataset}_naive_cnn.json"
+    return read_json(spec_path)["overrides"] if spec_path.exists() else []
+
+
+def counterpart(results: list[Result], result: Result) -> Result | None:
+    """The naive model a row is compared with: same family, or the TextCNN for peers."""
+    family = result.family if result.family in ("cnn", "rnn") else "cnn"
+    return find(results, result.dataset, "naive", family)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
