@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from bench_common import (ROOT, SCRIPTS, Result, child_env, cycled, first_time_reaching,  # noqa: E402
-                          load_recipe_splits, matmul_peak, one_line, read_json, run_process,
-                          write_json)
+from bench_common import (ROOT, SCRIPTS, Result, child_env, find,  # noqa: E402
+                          first_time_reaching, load_recipe_splits, matmul_peak, one_line,
+                          read_json, run_process, write_json)
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 DATASETS = {
@@ -76,10 +76,11 @@ class Settings:
     matmul_repeats: int
     gpu: bool
     subsets: dict = field(default_factory=dict)  # quick: dataset -> (train docs, test docs)
+    data_overrides: dict = field(default_factory=dict)  # dataset -> --set pointing at a subset
     command: str = ""
 
 
-def parse_args(argv=None) -> Settings:
+def parse_args(argv=None) -> tuple[Settings, Path | None]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: tiny subsets, 1 epoch, 200 prediction docs")
@@ -132,7 +133,7 @@ def parse_args(argv=None) -> Settings:
         subsets={"bbc": (400, None), "imdb": (600, 300)} if quick else {},
         command=" ".join(["python", "scripts/bench.py", *(argv if argv is not None
                                                            else sys.argv[1:])]),
-    ) , args.json
+    ), args.json
 
 
 def say(message: str) -> None:
@@ -303,8 +304,7 @@ def bench_dataset(settings: Settings, dataset: str) -> list[Result]:
         reason = f"skipped: {info['needs']} is missing"
         say(f"{title}: {reason}")
         return [contender_row(f"{dataset} (all)", "cnn", "textclf", reason)]
-    say(f"{title}: preparing data")
-    overrides = data_overrides(settings, dataset)
+    overrides = settings.data_overrides[dataset]
     epochs = settings.imdb_epochs if dataset == "imdb" else settings.bbc_epochs
     results = []
     common = {"dataset": dataset, "predict_docs": settings.predict_docs, "seed": 13}
@@ -411,7 +411,8 @@ def process_checks(settings: Settings, results: list[Result]) -> dict:
     for family in ("cnn", "rnn"):
         naive = bbc.get(("naive", family))
         if naive is not None:
-            label = f"naive Keras {'TextCNN' if family == 'cnn' else 'LSTM'}: load + predict 10 docs"
+            model = "TextCNN" if family == "cnn" else "LSTM"
+            label = f"naive Keras {model}: load + predict 10 docs"
             say(f"process: {label}")
             out["predict10"].append(timed(settings, label, [
                 sys.executable, str(SCRIPTS / "bench_naive.py"), "predict",
@@ -431,11 +432,8 @@ def bbc_test_texts(settings: Settings) -> list[str]:
     if "bbc" not in settings.datasets:
         return []
     _, splits = load_recipe_splits(str(ROOT / DATASETS["bbc"]["cnn"]),
-                                   data_overrides_cache.get("bbc", []))
+                                   settings.data_overrides["bbc"])
     return splits.test.texts
-
-
-data_overrides_cache: dict = {}
 
 
 def memory_check(settings: Settings, results: list[Result]) -> dict:
@@ -486,7 +484,7 @@ def ablation(settings: Settings) -> list[dict]:
     out = []
     for family in ("cnn", "rnn"):
         spec = {"name": f"ablation_bbc_{family}", "recipe": str(ROOT / DATASETS["bbc"][family]),
-                "overrides": data_overrides_cache.get("bbc", []) + ["train.verbose=epoch"],
+                "overrides": settings.data_overrides["bbc"] + ["train.verbose=epoch"],
                 "epochs": settings.ablation_epochs, "variants": variants}
         raw = run_worker(settings, "bench_textclf.py", "ablation", spec)
         raw["family"] = family
@@ -517,11 +515,6 @@ def reference_check(settings: Settings) -> dict:
 # --------------------------------------------------------------------------
 # Targets.
 # --------------------------------------------------------------------------
-
-
-def find(results: list[Result], dataset: str, kind: str, family: str) -> Result | None:
-    return next((r for r in results if r.dataset == dataset and r.kind == kind
-                 and r.family == family and not r.error), None)
 
 
 def time_to_naive(result: Result, naive: Result | None) -> float | None:
@@ -656,11 +649,11 @@ def run_all(settings: Settings) -> dict:
         peaks["bf16"] = peak_of(settings, "bfloat16")
     results: list[Result] = []
     for dataset in settings.datasets:
-        if dataset == "bbc" or dataset in settings.subsets:
-            data_overrides_cache.setdefault(dataset, [])
+        settings.data_overrides[dataset] = []
+        needs = DATASETS[dataset]["needs"]
+        if needs is None or needs.is_dir():
+            settings.data_overrides[dataset] = data_overrides(settings, dataset)
         results.extend(bench_dataset(settings, dataset))
-        if dataset in settings.subsets:
-            data_overrides_cache[dataset] = _overrides_of(results, dataset, settings)
     process = process_checks(settings, results) if "process" not in settings.skip else {}
     memory = memory_check(settings, results) if "memory" not in settings.skip else {}
     ablations = ablation(settings) if "ablation" not in settings.skip else []
@@ -672,20 +665,16 @@ def run_all(settings: Settings) -> dict:
     for result in results:
         result.extra["time_to_naive_s"] = time_to_naive(result, counterpart(results, result))
     return {
-        "settings": {k: (str(v) if isinstance(v, Path) else v)
-                     for k, v in vars(settings).items() if k != "subsets"},
-        "subsets": settings.subsets, "machine": machine, "peaks": peaks,
+        "settings": {k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set)
+                         else v) for k, v in vars(settings).items()},
+        "subsets": settings.subsets, "machine": machine,
+        "datasets": {k: {"title": v["title"], "cnn": v["cnn"], "rnn": v["rnn"]}
+                     for k, v in DATASETS.items()}, "peaks": peaks,
         "peak_gflops": peak, "results": [r.to_dict() for r in results],
         "process": process, "memory": memory, "ablation": ablations,
         "reference": reference,
         "targets": targets(results, process, memory, reference, peak),
     }
-
-
-def _overrides_of(results, dataset, settings) -> list[str]:
-    """The data overrides the dataset's workers used (quick subsets)."""
-    spec_path = settings.workdir / "specs" / f"{dataset}_naive_cnn.json"
-    return read_json(spec_path)["overrides"] if spec_path.exists() else []
 
 
 def counterpart(results: list[Result], result: Result) -> Result | None:

@@ -290,6 +290,12 @@ def steady_state(epochs: list[dict], work: Sequence[EpochWork]) -> dict:
             "note": note}
 
 
+def find(results: list, dataset: str, kind: str, family: str):
+    """The first error-free Result of ``dataset`` with that kind and family, or None."""
+    return next((r for r in results if r.dataset == dataset and r.kind == kind
+                 and r.family == family and not r.error), None)
+
+
 def first_time_reaching(curve: list, target: float) -> float | None:
     """Clock seconds of the first ``[seconds, accuracy]`` point at or above ``target``."""
     for seconds, accuracy in curve:

@@ -172,3 +172,21 @@ def test_interrupted_training_resumes_to_the_same_result(runner, tmp_path, tiny_
     b = json.loads((target / "metrics.json").read_text())
     assert a == b
     assert (target / "history.csv").read_text() == (tmp_path / "whole" / "history.csv").read_text()
+
+
+def test_check_agrees_and_catches_a_tampered_weight(runner, trained_run, tmp_path):
+    import shutil
+
+    result = invoke(runner, "check", trained_run, "--n", 16, "--gradients")
+    assert result.exit_code == 0, result.output
+    assert "identical predicted labels: 16/16" in result.output
+    tampered = tmp_path / "tampered"
+    shutil.copytree(trained_run, tampered)
+    with np.load(tampered / "weights.npz", allow_pickle=False) as stored:
+        arrays = dict(stored)
+    key = next(k for k in arrays if k.endswith("output/kernel"))
+    arrays[key][:, 0] += 0.05  # one class's column: a shift shared by all would cancel
+    np.savez(tampered / "weights.npz", **arrays)
+    result = runner.invoke(cli, ["check", str(tampered), "--n", "16"])
+    assert result.exit_code == 1
+    assert "disagree beyond tolerance" in result.output

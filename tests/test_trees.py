@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from textclf.errors import DataError
-from textclf.trees import (OOV_ID, Tree, TreeVocab, binarize_labels, parse_tree, read_trees,
-                           sentence_to_tree, tokenize_sentence, tokens_to_tree, trees_to_batch)
+from textclf.trees import (OOV_ID, Tree, TreeVocab, binarize_labels, input_to_tree, parse_tree,
+                           read_trees, sentence_to_tree, tokenize_sentence, tokens_to_tree,
+                           trees_to_batch)
 
 SST_TREES = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst_trees"
 
@@ -144,6 +145,15 @@ def test_empty_text_becomes_one_oov_leaf():
     tree = sentence_to_tree("   ")
     assert tree.tokens == ("",)
     assert TreeVocab(["a"]).ids(tree.tokens).tolist() == [OOV_ID]
+
+
+def test_input_to_tree_uses_a_parse_when_there_is_one():
+    parsed = input_to_tree("(3 (2 a) (3 (2 b) (2 c)))")
+    np.testing.assert_array_equal(parsed.left, [-1, -1, -1, 1, 0])  # right-branching as given
+    raw = input_to_tree("(sic) a b c")
+    assert raw.tokens == ("(", "sic", ")", "a", "b", "c")
+    assert raw.height[-1] == 3  # balanced over 6 tokens
+    assert input_to_tree("a b c", shape="left").words[-2] == "c"
 
 
 @pytest.mark.parametrize("text, tokens", [

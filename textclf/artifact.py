@@ -149,6 +149,10 @@ def load_model(path: Path):
 
     if not path.exists():
         raise RunDirError(f"{path}: missing (the run directory is incomplete)")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # else Keras says "File not found" of a file that is there
+        raise RunDirError(f"{path}: corrupt or truncated model file (not a .keras zip archive)")
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except ValueError as exc:

@@ -9,13 +9,12 @@ Library errors (``TextclfError``) become one-line messages with exit code 2
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 
 import click
 
 from . import __version__
-from .errors import TextclfError, UsageError
+from .errors import TextclfError
 
 
 @dataclass
@@ -206,6 +205,48 @@ def _column(value: str | None):
     if value is None:
         return None
     return int(value) if value.isdigit() else value
+
+
+# --------------------------------------------------------------------------
+# check
+# --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.argument("data", nargs=-1, type=click.Path())
+@click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True,
+              help="The run's own split to draw examples from when DATA is not given.")
+@click.option("--n", "count", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Examples to compare (the first N).")
+@click.option("--gradients", is_flag=True,
+              help="Also compare every weight's loss gradient with tf.GradientTape.")
+@click.pass_context
+def check(ctx, run_dir, data, split, count, gradients):
+    """Compare the Keras model with its NumPy re-implementation, layer by layer.
+
+    Exits 1 when a difference exceeds the float32 tolerance (1e-5 absolute on
+    probabilities). A model trained with mixed precision computes in 16-bit
+    floats and is expected to fail that tolerance.
+    """
+    from .artifact import open_run
+    from .inference import evaluation_data, require_run_dir
+
+    import numpy as np
+
+    run = open_run(require_run_dir(run_dir))
+    examples = evaluation_data(run, data, split)
+    texts = examples.texts[:count]
+    index = {label: i for i, label in enumerate(run.labels)}
+    labels = np.array([index.get(label, 0) for label in examples.labels[:count]])
+    _tensorflow(ctx)
+    from .reference.check import check_texts, format_check
+
+    report = check_texts(run.model, texts, labels, run_dir=run.path, gradients=gradients)
+    click.echo(format_check(report))
+    if not report.ok:
+        raise _ReportedError("the NumPy reference and the Keras model disagree beyond "
+                             "tolerance (see above)", 1)
 
 
 # --------------------------------------------------------------------------

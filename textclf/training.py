@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -477,7 +476,9 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
         log(f"{split}: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro']['f1']:.4f}"
             f" ({report['n_examples']} examples)")
     model.save(work / MODEL_FILE)
-    export_numpy_weights(classifier, work / "weights.npz")
+    # From the end-to-end model, the .npz also carries the text rules and vocabulary:
+    # the NumPy engine then needs nothing else from the run directory.
+    export_numpy_weights(model, work / "weights.npz")
     write_json(work / "metrics.json", metrics)
     write_json(work / "run.json", {
         "format_version": FORMAT_VERSION, "textclf_version": __version__,

@@ -277,6 +277,11 @@ def read_trees(paths: str | Path | Sequence[str | Path], encoding: str = "utf-8"
 
 # ------------------------------------------------------------------ raw sentences
 
+# Text without a parse gets a balanced binary tree over its tokens. Chosen on SST-2
+# dev root accuracy of the sst2_treenet recipe (gold trees 83.0): balanced 82.2,
+# left-branching 80.3, right-branching 77.1; on test, gold 83.3, balanced 82.1.
+RAW_TREE_SHAPE = "balanced"
+
 # A light Penn-Treebank-like tokeniser, so that raw text meets SST's vocabulary:
 # "isn't" -> "is n't", "film's" -> "film 's", "(good)" -> "( good )", "end." ->
 # "end .". Tokens that are already split (SST's own text) come out unchanged.
@@ -392,12 +397,12 @@ def tokens_to_tree(tokens: Sequence[str], shape: str = "balanced") -> Tree:
                 np.full(n, -1, dtype=np.int32))
 
 
-def sentence_to_tree(text: str, shape: str = "balanced") -> Tree:
+def sentence_to_tree(text: str, shape: str = RAW_TREE_SHAPE) -> Tree:
     """Raw text -> :func:`tokenize_sentence` -> :func:`tokens_to_tree`."""
     return tokens_to_tree(tokenize_sentence(text), shape)
 
 
-def input_to_tree(line: str, shape: str = "balanced") -> Tree:
+def input_to_tree(line: str, shape: str = RAW_TREE_SHAPE) -> Tree:
     """A prediction input: a PTB tree when the line parses as one, else raw text.
 
     A line that starts with ``(`` and parses is used with its own structure

@@ -1,0 +1,383 @@
+"""BENCHMARKS.md from the raw numbers of scripts/bench.py (``render``), and the
+short summary it prints (``summary``). Formatting only: every number comes in
+the report dict."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import Result, find  # noqa: E402
+
+DASH = "–"
+
+
+def _f(value, fmt: str = "{:,.0f}", suffix: str = "") -> str:
+    return DASH if value is None else fmt.format(value) + suffix
+
+
+def _pct(value) -> str:
+    return DASH if value is None else f"{value:.1%}"
+
+
+def _mb(value) -> str:
+    return DASH if value is None else f"{value / 2**20:,.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _of_peak(gflops, peak) -> str:
+    if gflops is None:
+        return DASH
+    return f"{gflops:,.1f} ({gflops / peak:.0%})" if peak else f"{gflops:,.1f}"
+
+
+# --------------------------------------------------------------------------
+
+
+def render(report: dict) -> str:
+    settings, machine, peaks = report["settings"], report["machine"], report["peaks"]
+    peak = report["peak_gflops"]
+    results = [Result.from_dict(r) for r in report["results"]]
+    out = ["# Benchmarks", ""]
+    if settings["quick"]:
+        out += ["> **QUICK MODE (`--quick`): tiny subsets, 1 epoch. These numbers only show "
+                "that the benchmark runs; they measure nothing.**", ""]
+    out += header(report, settings, machine, peaks)
+    for dataset in settings["datasets"]:
+        out += dataset_section(report, dataset, [r for r in results if r.dataset == dataset],
+                               peak)
+    out += targets_section(report["targets"])
+    out += ablation_section(report.get("ablation") or [], results, peak, peaks)
+    out += process_section(report.get("process") or {}, report.get("memory") or {})
+    out += reference_section(report.get("reference") or {})
+    out += notes_section(report)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def header(report, settings, machine, peaks) -> list[str]:
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    load = machine.get("load_start"), machine.get("load_end")
+    lines = [
+        f"Written by `make bench` (`{settings['command']}`) on {machine['date']}, "
+        f"in {report.get('total_seconds', 0) / 60:.0f} minutes.",
+        "",
+        f"- Machine: {machine['cpu']}, {machine['cores']} cores "
+        f"({machine['usable_cores']} usable by this process), "
+        f"{_f(machine.get('memory_gb'), '{:.0f}', ' GB')} RAM; bf16 CPU flags: "
+        f"{', '.join(machine['bf16_flags']) or 'none'}"
+        + (f"; GPUs: {', '.join(machine['gpus'])}" if machine.get("gpus") else "; no GPU used")
+        + ".",
+        f"- Load average (1, 5, 15 min) at the start {_load(load[0])}, at the end "
+        f"{_load(load[1])}: numbers from a busy machine are not comparable.",
+        f"- Software: {versions}; {machine['platform']}; textclf commit {machine['git']}.",
+        f"- float32 matmul peak (2048 x 2048, best of {peaks['start']['repeats']}): "
+        f"TensorFlow {peaks['start']['tf_gflop_per_s']:,.1f} GFLOP/s at the start, "
+        f"{peaks['end']['tf_gflop_per_s']:,.1f} at the end; NumPy "
+        f"{peaks['start'].get('numpy_gflop_per_s', 0):,.1f}."
+        + (f" bfloat16 (TensorFlow): {peaks['bf16']['tf_gflop_per_s']:,.1f} GFLOP/s."
+           if peaks.get("bf16") else "")
+        + f" Percentages of peak below use {report['peak_gflops']:,.1f} GFLOP/s.",
+        "",
+    ]
+    return lines
+
+
+def _load(values) -> str:
+    return DASH if not values else " / ".join(f"{v:.2f}" for v in values)
+
+
+def dataset_section(report, dataset: str, results: list[Result], peak) -> list[str]:
+    info = report["datasets"][dataset]
+    out = [f"## {info['title']}", ""]
+    missing = [r for r in results if r.error and r.contender.endswith("(all)")]
+    if missing:
+        return out + [f"Not run: {missing[0].error}.", ""]
+    first = next((r for r in results if r.n_train), None)
+    if first:
+        out.append(f"Split: {first.n_train:,} training and {first.n_test:,} test documents, "
+                   f"the same for every row (textclf's stratified split of "
+                   f"`{info['cnn']}`'s data section).")
+    subset = report["subsets"].get(dataset)
+    if subset:
+        out.append(f"**Quick subset**: about {subset[0]} training-source documents"
+                   + (f" and {subset[1]} test documents" if subset[1] else "") + ".")
+    settings = report["settings"]
+    epochs = settings["imdb_epochs"] if dataset == "imdb" else settings["bbc_epochs"]
+    if epochs:
+        out.append(f"Epochs capped at {epochs} for textclf and the naive models "
+                   f"(`{'--imdb-epochs' if dataset == 'imdb' else '--epochs'}`): accuracies "
+                   "are not those of a full training.")
+    out.append("")
+    header = ["contender", "test acc", "macro-F1", "epochs", "train s", "train ex/s",
+              "s to naive acc", "predict docs/s", "train GFLOP/s (% peak)",
+              "predict GFLOP/s (% peak)", "peak RSS MB", "model MB"]
+    rows = []
+    for r in results:
+        if r.error:
+            rows.append([r.contender, f"*{r.error}*"] + [DASH] * (len(header) - 2))
+            continue
+        train = r.flops.get("train") or {}
+        predict = r.flops.get("predict") or {}
+        rows.append([
+            r.contender, _pct(r.test_accuracy), _f(r.macro_f1, "{:.3f}"), _f(r.epochs),
+            _f(r.train_seconds, "{:,.1f}"), _f(r.steady_ex_per_s),
+            _f(r.extra.get("time_to_naive_s"), "{:,.1f}") if r.extra.get("time_to_naive_s")
+            is not None else "not reached",
+            _f(r.predict_docs_per_s), _of_peak(train.get("executed_gflop_per_s"), peak),
+            _of_peak(predict.get("executed_gflop_per_s"), peak), _mb(r.peak_rss_bytes),
+            _mb(r.model_bytes)])
+    out += _table(header, rows)
+    out += ratio_lines(results)
+    extra = [(r.contender, k, v) for r in results if not r.error
+             for k, v in r.predict_extra.items()]
+    if extra:
+        out += ["Other prediction settings (same documents unless said):", ""]
+        out += _table(["contender", "engine / batch", "docs/s"],
+                      [[c, k, _f(v)] for c, k, v in extra])
+    out += flops_table(results, peak)
+    return out
+
+
+def ratio_lines(results: list[Result]) -> list[str]:
+    """textclf against its naive counterpart, one line per architecture."""
+    lines = []
+    for family, name in (("cnn", "TextCNN"), ("rnn", "recurrent")):
+        dataset = results[0].dataset if results else None
+        tool, naive = find(results, dataset, "textclf", family), find(results, dataset, "naive",
+                                                                       family)
+        if not tool or not naive or not naive.steady_ex_per_s:
+            continue
+        ttn, ttn_naive = tool.extra.get("time_to_naive_s"), naive.extra.get("time_to_naive_s")
+        lines.append(
+            f"- {name}: textclf trains at {tool.steady_ex_per_s / naive.steady_ex_per_s:.2f}x "
+            f"the naive model's examples/s, predicts at "
+            f"{tool.predict_docs_per_s / naive.predict_docs_per_s:.2f}x its documents/s, "
+            f"test accuracy {100 * (tool.test_accuracy - naive.test_accuracy):+.1f} points"
+            + (f", reaches the naive accuracy in {ttn / ttn_naive:.2f}x its time"
+               if ttn is not None and ttn_naive else ", does not reach the naive accuracy"
+               if ttn is None else "") + ".")
+    return lines + [""] if lines else []
+
+
+def flops_table(results: list[Result], peak) -> list[str]:
+    rows = []
+    for r in results:
+        if r.error or not r.flops:
+            continue
+        t, p = r.flops.get("train") or {}, r.flops.get("predict") or {}
+        rows.append([r.contender, r.flops.get("architecture", DASH),
+                     _of_peak(t.get("executed_gflop_per_s"), peak),
+                     _of_peak(t.get("useful_gflop_per_s"), peak), _pct(t.get("padded_share")),
+                     _of_peak(p.get("executed_gflop_per_s"), peak),
+                     _of_peak(p.get("useful_gflop_per_s"), peak), _pct(p.get("padded_share"))])
+    if not rows:
+        return []
+    return ["FLOP efficiency (GFLOP/s and share of the matmul peak; executed = at the padded "
+            "widths the kernels ran, useful = at the real token counts; padding = share of "
+            "executed work spent on padding):", ""] + _table(
+        ["contender", "model", "train executed", "train useful", "train padding",
+         "predict executed", "predict useful", "predict padding"], rows)
+
+
+def targets_section(rows: list[dict]) -> list[str]:
+    mark = {True: "yes", False: "**no**", None: DASH}
+    return ["## Targets (issue 7, ratios from this run, BBC News)", ""] + _table(
+        ["#", "target", "measured", "met?"],
+        [[r["number"], r["target"], r["measured"], mark[r["met"]]] for r in rows])
+
+
+def ablation_section(ablations: list[dict], results: list[Result], peak, peaks) -> list[str]:
+    if not ablations:
+        return []
+
+    out = ["## Ablation: textclf's training levers, one at a time (BBC News)", "",
+           "Each variant trains the shipped recipe with one override for the same number of "
+           "epochs (no early stop), in one process per model; examples/s is the median of "
+           "the epochs after the first. `bucketing off` pads every batch to the fixed 400 "
+           "tokens as the naive model does. The naive row is the main table's.", ""]
+    for block in ablations:
+        family = block.get("family")
+        name = "TextCNN (bbc_cnn)" if family == "cnn" else "LSTM (bbc_rnn)"
+        if block.get("error"):
+            out += [f"### {name}", "", f"Not measured: {block['error']}", ""]
+            continue
+        variants = block["variants"]
+        base = next((v for v in variants if v["name"] == "shipped" and v.get("ex_per_s")), None)
+        naive = find(results, "bbc", "naive", family)
+        rows = []
+        for v in variants:
+            if v.get("error"):
+                rows.append([v["name"], _overrides(v), f"*{v['error']}*", DASH, DASH, DASH, DASH])
+                continue
+            rows.append([v["name"], _overrides(v), _f(v["ex_per_s"]),
+                         _f(v["ex_per_s"] / base["ex_per_s"], "{:.2f}x") if base else DASH,
+                         _f(v["ex_per_s"] / naive.steady_ex_per_s, "{:.2f}x") if naive else DASH,
+                         _pct(v.get("padded_share")),
+                         _of_peak(v.get("executed_gflop_per_s"), peak)])
+        if naive:
+            train = naive.flops.get("train") or {}
+            rows.append(["naive Keras (main table)", DASH, _f(naive.steady_ex_per_s),
+                         _f(naive.steady_ex_per_s / base["ex_per_s"], "{:.2f}x") if base else DASH,
+                         "1.00x", _pct(train.get("padded_share")),
+                         _of_peak(train.get("executed_gflop_per_s"), peak)])
+        out += [f"### {name}, {block['epochs']} epochs per variant", ""]
+        out += _table(["variant", "override", "train ex/s", "x shipped", "x naive",
+                       "padding", "executed GFLOP/s (% peak)"], rows)
+        out += what_bought_what(variants, base, naive, peaks)
+    return out
+
+
+def _overrides(variant: dict) -> str:
+    return ", ".join(f"`{o}`" for o in variant["overrides"]) or "(recipe as shipped)"
+
+
+def what_bought_what(variants: list[dict], base: dict | None, naive: Result | None,
+                     peaks: dict) -> list[str]:
+    """Sentences computed from the table: each lever's factor, and what is left."""
+    if not base:
+        return []
+    by_name = {v["name"]: v for v in variants if v.get("ex_per_s")}
+    lines = []
+    off = by_name.get("bucketing off")
+    if off:
+        lines.append(f"- Length bucketing: {base['ex_per_s'] / off['ex_per_s']:.2f}x over "
+                     f"fixed-400 batches (padding {_pct(off.get('padded_share'))} -> "
+                     f"{_pct(base.get('padded_share'))} of executed work).")
+        if naive and naive.steady_ex_per_s:
+            lines.append(f"- textclf with fixed-400 batches vs the naive model: "
+                         f"{off['ex_per_s'] / naive.steady_ex_per_s:.2f}x: what the rest of "
+                         "the pipeline (tf.data feeding, the model code) buys or costs at "
+                         "equal padding.")
+    for name in ("batch 64", "mixed_bfloat16", "mixed_float16"):
+        v = by_name.get(name)
+        if v:
+            lines.append(f"- {name}: {v['ex_per_s'] / base['ex_per_s']:.2f}x the shipped "
+                         "recipe" + (" (not adopted by the recipe)" if v["ex_per_s"] <= base[
+                             "ex_per_s"] else "") + ".")
+    if peaks.get("bf16") and "mixed_bfloat16" in by_name:
+        bf16, fp32 = peaks["bf16"]["tf_gflop_per_s"], peaks["start"]["tf_gflop_per_s"]
+        lines.append(f"- For scale: a bfloat16 matmul runs at {bf16:,.0f} GFLOP/s here against "
+                     f"{fp32:,.0f} for float32.")
+    return lines + [""]
+
+
+def process_section(process: dict, memory: dict) -> list[str]:
+    rows = []
+    for entry in [process.get("help")] + list(process.get("predict10") or []) + list(
+            (memory or {}).get("rows") or []):
+        if not entry:
+            continue
+        if entry.get("error"):
+            rows.append([entry["label"], f"`{entry['command']}`", f"*{entry['error']}*", DASH,
+                         DASH, DASH])
+            continue
+        rows.append([entry["label"], f"`{entry['command']}`", _f(entry["runs"]),
+                     _f(entry["median_s"], "{:.3f}"), _f(entry["min_s"], "{:.3f}"),
+                     _mb(entry["peak_rss_bytes"])])
+    if not rows:
+        return []
+    out = ["## Whole processes", "",
+           "Wall time from fork to exit and peak RSS (`os.wait4` on each fresh child) of the "
+           "command as a user runs it.", ""]
+    out += _table(["what", "command", "runs", "median s", "best s", "peak RSS MB"], rows)
+    mem = [r for r in (memory or {}).get("rows", []) if r.get("lines_per_s")]
+    if mem:
+        out += ["Streaming prediction of short lines (the memory check): " + "; ".join(
+            f"{r['lines']:,} lines at {r['lines_per_s']:,.0f} lines/s" for r in mem) + ".", ""]
+    return out
+
+
+def reference_section(reference: dict) -> list[str]:
+    if not reference:
+        return []
+    out = ["## NumPy reference LSTM (scripts/bench_reference.py)", ""]
+    if reference.get("error"):
+        out.append(f"Not measured: {reference['error']}")
+    out += ["```"] + reference.get("lines", []) + ["```", ""] if reference.get("lines") else [""]
+    return out
+
+
+def notes_section(report: dict) -> list[str]:
+    settings = report["settings"]
+    return ["## How these numbers are taken", "",
+            "- **Same data.** Every contender reads the recipe's data section through "
+            "`textclf.data.load_splits` (textclf's seeded stratified split) and trains on the "
+            "training split; the neural models early-stop on the validation split; all are "
+            "scored on the test split with `textclf.evaluation.classification_report`.",
+            "- **textclf** rows train through `textclf.training.train` (what `textclf train` "
+            "runs, checkpoints and early stopping included); scripts/bench_textclf.py wraps "
+            "two of its module functions for the call, to keep the tokenised splits and to "
+            "append an epoch clock after the tool's own callbacks.",
+            "- **naive** rows are scripts/bench_naive.py: the Keras-tutorial models of the "
+            "issue (fixed 400 tokens, vocabulary 20,000, Adam at its defaults, batch 32, "
+            "early stopping on validation loss with the recipe's patience and epoch cap, "
+            "best weights restored, `model.fit` on NumPy arrays). On IMDB the textclf "
+            "recurrent recipe is a GRU with 64 units, the naive one an LSTM with 128.",
+            "- **train s**: wall time of `fit`, from `on_train_begin` to `on_train_end`, "
+            "with the per-epoch test evaluation taken off the clock; it includes graph "
+            "tracing, validation, and for textclf its per-epoch checkpoint. Vectoriser "
+            "adaptation is outside it for all neural rows. TF-IDF + SVM: vectoriser and SVM "
+            "fit. fastText: `train_supervised`.",
+            "- **train ex/s** (steady state): training examples over the time from an "
+            "epoch's start to the end of its last training batch (no validation, no "
+            "checkpoint), the median over epochs 2 onward; with a single epoch, the batches "
+            "after the first 5%. TF-IDF + SVM and fastText: the whole fit (examples x epochs "
+            "/ fit time).",
+            "- **s to naive acc**: the clock reading (as in train s) at the end of the first "
+            "epoch whose test accuracy reached the final test accuracy of the naive model of "
+            "the same architecture (the naive TextCNN's for the peers, whose whole fit counts "
+            "when their final accuracy reaches it). A naive row shows its time to its own "
+            "final accuracy.",
+            f"- **predict docs/s**: in-process bulk prediction of raw strings to labels on "
+            f"{settings['predict_docs']:,} test documents (the test split repeated as "
+            "needed), after one warm-up batch, model loading excluded. textclf: the run "
+            "directory's Keras engine (`textclf.inference.predictor`) called in batches of "
+            "256 in input order, as `textclf predict` does (output writing excluded); naive: "
+            "the end-to-end model's `predict` at Keras' default batch of 32; peers: their "
+            "`predict` on the whole list.",
+            "- **FLOPs** are counted, not sampled: convolutions 2·K·E·F per window per "
+            "branch, recurrent layers 2·g·U·(D+U) per step (g = 4 LSTM, 3 GRU), the dense "
+            "head; embedding lookups and element-wise work are left out; training = 3x "
+            "forward. *Executed* uses each batch's padded width (from textclf's own batch "
+            "plan for each epoch; 400 for the naive models), *useful* the real token counts. "
+            "Prediction GFLOP/s include tokenisation time in the denominator.",
+            "- **Matmul peak**: best of several float32 2048 x 2048 `tf.linalg.matmul` "
+            "(inside a `tf.function`) in the benchmark's own process at the start and the "
+            "end; the larger is used.",
+            "- **Peak RSS**: `ru_maxrss` from `os.wait4` on each fresh child process: for "
+            "the contenders, the worker that trains, evaluates and bulk-predicts; for the "
+            "commands, the command itself.",
+            "- fastText runs with `thread` = the usable cores; its defaults (lr 0.1, 5 "
+            "epochs) do not converge on BBC News, hence the second row with lr 1.0 and 25 "
+            "epochs. Model size: fastText's `.bin`; TF-IDF + SVM: weights, idf and terms as "
+            "`.npz` + text (no pickle); textclf: `model.keras` (the run directory also holds "
+            "`weights.npz` for the NumPy engine); naive: the end-to-end `.keras`.",
+            ""]
+
+
+# --------------------------------------------------------------------------
+
+
+def summary(report: dict) -> str:
+    """A few lines for the terminal."""
+    lines = ["", "== bench summary =="]
+    for r in (Result.from_dict(x) for x in report["results"]):
+        if r.error:
+            lines.append(f"{r.dataset:5} {r.contender:32} {r.error[:80]}")
+            continue
+        lines.append(f"{r.dataset:5} {r.contender:32} acc {_pct(r.test_accuracy):>6}  "
+                     f"train {_f(r.train_seconds, '{:.1f}'):>6} s  "
+                     f"{_f(r.steady_ex_per_s):>6} ex/s  predict {_f(r.predict_docs_per_s):>7} "
+                     f"docs/s  RSS {_mb(r.peak_rss_bytes):>7} MB")
+    lines.append("targets:")
+    for t in report["targets"]:
+        met = {True: "MET", False: "NOT MET", None: "-"}[t["met"]]
+        lines.append(f"  [{met:7}] {t['number']} {t['target']}: {t['measured']}")
+    return "\n".join(lines)
