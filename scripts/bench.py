@@ -1,7 +1,7 @@
 """``make bench``: textclf against a naive Keras baseline and two peers (issue 7).
 
     python scripts/bench.py                        # full run, writes BENCHMARKS.md (long)
-    python scripts/bench.py --quick --out /tmp/BENCH_quick.md   # smoke test, ~3 minutes
+    python scripts/bench.py --quick --out /tmp/BENCH_quick.md   # smoke test: BBC subset, minutes
     python scripts/bench.py --datasets bbc --skip memory,reference --imdb-epochs 1 ...
 
 Contenders, each on the same train/valid/test split (textclf's own stratified
@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from bench_common import (ROOT, SCRIPTS, Result, child_env, find,  # noqa: E402
-                          first_time_reaching, load_recipe_splits, matmul_peak, one_line,
-                          read_json, run_process, write_json)
+from bench_common import (ROOT, SCRIPTS, Result, child_env, load_recipe_splits,  # noqa: E402
+                          matmul_peak, one_line, read_json, run_process, write_json)
+from bench_targets import counterpart, targets, time_to_naive  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 DATASETS = {
@@ -84,12 +84,15 @@ def parse_args(argv=None) -> tuple[Settings, Path | None]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: tiny subsets, 1 epoch, 200 prediction docs")
-    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--out", type=Path,
+                        help="the report (default: BENCHMARKS.md; quick: a file in the "
+                             "temporary folder, so a smoke test never replaces the real one)")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--workdir", type=Path,
                         help="keep runs, models and logs here (default: a temporary folder, "
                              "removed at the end)")
-    parser.add_argument("--datasets", default="bbc,imdb", help="comma list of: bbc, imdb")
+    parser.add_argument("--datasets", help="comma list of: bbc, imdb (default: both; "
+                                           "quick: bbc)")
     parser.add_argument("--skip", default="", help=f"comma list of: {', '.join(SKIPPABLE)}")
     parser.add_argument("--epochs", type=int, help="BBC: max epochs for textclf and naive "
                                                    "(default: each recipe's own)")
@@ -105,7 +108,8 @@ def parse_args(argv=None) -> tuple[Settings, Path | None]:
     parser.add_argument("--gpu", action="store_true",
                         help="leave GPUs visible (default: CUDA_VISIBLE_DEVICES='' everywhere)")
     args = parser.parse_args(argv)
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    datasets = [d.strip() for d in (args.datasets or ("bbc" if args.quick else "bbc,imdb"))
+                .split(",") if d.strip()]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     for name in datasets:
         if name not in DATASETS:
@@ -119,14 +123,20 @@ def parse_args(argv=None) -> tuple[Settings, Path | None]:
         return value if value is not None else (small if quick else full)
 
     memory = pick(args.memory_lines, "10000,1000000", "2000,20000")
+    try:
+        memory_lines = tuple(int(n) for n in memory.split(","))
+    except ValueError:
+        parser.error(f"--memory-lines: expected two integers like 10000,1000000; got {memory!r}")
+    out = args.out or (Path(tempfile.gettempdir()) / "BENCHMARKS_quick.md" if quick
+                       else ROOT / "BENCHMARKS.md")
     return Settings(
-        quick=quick, out=args.out.resolve(),
+        quick=quick, out=out.resolve(),
         workdir=(args.workdir.resolve() if args.workdir else None),
         datasets=datasets, skip=skip, bbc_epochs=pick(args.epochs, None, 1),
         imdb_epochs=pick(args.imdb_epochs, 2, 1),
         predict_docs=pick(args.predict_docs, 20000, 200),
         numpy_predict_docs=pick(args.numpy_predict_docs, 2000, 200),
-        memory_lines=tuple(int(n) for n in memory.split(",")),
+        memory_lines=memory_lines,
         ablation_epochs=pick(args.ablation_epochs, 3, 2),
         repeats=pick(args.repeats, 3, 1), help_repeats=5 if not quick else 3,
         matmul_repeats=10 if not quick else 3, gpu=args.gpu,
@@ -147,8 +157,10 @@ def say(message: str) -> None:
 
 def machine_info(gpu: bool) -> dict:
     """Date, CPU, cores, load, library versions, git commit."""
+    from textclf.runtime import import_tensorflow
+
+    tf = import_tensorflow(verbose=False)  # without TensorFlow's start-up log
     import keras
-    import tensorflow as tf
 
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
@@ -291,19 +303,17 @@ def recipe_defaults(recipe: str) -> tuple[int, int]:
     return train.epochs, train.patience if train.patience is not None else train.epochs
 
 
+def missing_data(dataset: str) -> str | None:
+    """Why a dataset cannot run (its folder under ../shared/data is missing), or None."""
+    needs = DATASETS[dataset]["needs"]
+    if needs is not None and not needs.is_dir():
+        return f"{needs} is missing (the shared datasets are not part of the repository)"
+    return None
+
+
 def bench_dataset(settings: Settings, dataset: str) -> list[Result]:
     """Every contender on one dataset, in order: naive, textclf, peers."""
     info = DATASETS[dataset]
-    title = info["title"]
-
-    def contender_row(contender, family, kind, error):
-        return Result(contender=contender, dataset=dataset, family=family, kind=kind,
-                      error=error)
-
-    if info["needs"] is not None and not info["needs"].is_dir():
-        reason = f"skipped: {info['needs']} is missing"
-        say(f"{title}: {reason}")
-        return [contender_row(f"{dataset} (all)", "cnn", "textclf", reason)]
     overrides = settings.data_overrides[dataset]
     epochs = settings.imdb_epochs if dataset == "imdb" else settings.bbc_epochs
     results = []
@@ -323,11 +333,16 @@ def bench_dataset(settings: Settings, dataset: str) -> list[Result]:
         extra = ["train.verbose=epoch"] + ([f"train.epochs={epochs}"] if epochs else [])
         spec = {**common, "name": f"{dataset}_textclf_{family}",
                 "contender": f"textclf {Path(recipe).stem}", "family": family,
-                "recipe": recipe, "overrides": overrides + extra, "predict_batch": 256,
-                "extra_predict_batches": [32] if dataset == "bbc" else [],
-                "numpy_predict_docs": settings.numpy_predict_docs}
-        results.append(_result(run_worker(settings, "bench_textclf.py", "run", spec), spec,
-                               "textclf"))
+                "recipe": recipe, "overrides": overrides + extra, "predict_batch": 256}
+        result = _result(run_worker(settings, "bench_textclf.py", "run", spec), spec, "textclf")
+        results.append(result)
+        if result.error is None:
+            more = {**spec, "name": f"{spec['name']}_predict_extras",
+                    "run_dir": result.extra["run_dir"],
+                    "numpy_predict_docs": settings.numpy_predict_docs,
+                    "keras_batches": [32] if dataset == "bbc" and not settings.quick else []}
+            raw = run_worker(settings, "bench_textclf.py", "predict_extras", more)
+            result.predict_extra = raw.get("predict_extra") or {"error": raw.get("error")}
 
     if "peers" not in settings.skip:
         recipe = str(ROOT / info["cnn"])
@@ -481,6 +496,8 @@ def ablation(settings: Settings) -> list[dict]:
     if settings.gpu:
         variants.append({"name": "mixed_float16",
                          "overrides": ["train.mixed_precision=mixed_float16"]})
+    if settings.quick:  # the code paths only: the baseline and the global dtype policy
+        variants = [v for v in variants if v["name"] in ("shipped", "mixed_bfloat16")]
     out = []
     for family in ("cnn", "rnn"):
         spec = {"name": f"ablation_bbc_{family}", "recipe": str(ROOT / DATASETS["bbc"][family]),
@@ -499,7 +516,8 @@ def reference_check(settings: Settings) -> dict:
         return {"error": "scripts/bench_reference.py is not there yet"}
     log = settings.workdir / "logs" / "bench_reference.log"
     say("reference: scripts/bench_reference.py")
-    done = run_process([sys.executable, str(script)], log, child_env(settings.gpu))
+    options = ["--repeats", "3"] if settings.quick and "--repeats" in script.read_text() else []
+    done = run_process([sys.executable, str(script), *options], log, child_env(settings.gpu))
     text = log.read_text(encoding="utf-8", errors="replace")
     ratios = {m.group(1): float(m.group(2))
               for m in re.finditer(r"numpy/(\w+)\s*=\s*([0-9.]+)", text)}
@@ -510,98 +528,6 @@ def reference_check(settings: Settings) -> dict:
     if done.returncode != 0 or not ratios:
         result["error"] = f"exit {done.returncode}; no 'numpy/X = R' line: {done.tail(3)[-300:]}"
     return result
-
-
-# --------------------------------------------------------------------------
-# Targets.
-# --------------------------------------------------------------------------
-
-
-def time_to_naive(result: Result, naive: Result | None) -> float | None:
-    """Seconds of training until ``result`` first reached the naive model's final
-    test accuracy: from its per-epoch curve, or its whole fit for the peers."""
-    if naive is None or naive.test_accuracy is None or result.test_accuracy is None:
-        return None
-    if result.curve:
-        return first_time_reaching(result.curve, naive.test_accuracy)
-    return result.train_seconds if result.test_accuracy >= naive.test_accuracy - 1e-9 else None
-
-
-def targets(results: list[Result], process: dict, memory: dict, reference: dict,
-            peak_gflops: float | None) -> list[dict]:
-    """The issue's targets, each with its measured ratio and whether it is met."""
-    rows = []
-
-    def row(number, target, measured, met):
-        rows.append({"number": number, "target": target, "measured": measured, "met": met})
-
-    for family, name in (("cnn", "CNN"), ("rnn", "RNN (LSTM)")):
-        tool, naive = find(results, "bbc", "textclf", family), find(results, "bbc", "naive", family)
-        if tool is None or naive is None:
-            row("1", f"{name} training ex/s >= 2x naive, accuracy >= naive", "not measured", None)
-            row("2", f"{name} time to naive accuracy <= 1/3 naive's", "not measured", None)
-            row("3", f"{name} bulk prediction >= 1.5x naive", "not measured", None)
-            continue
-        speed = tool.steady_ex_per_s / naive.steady_ex_per_s
-        better = tool.test_accuracy >= naive.test_accuracy
-        row("1", f"{name} training ex/s >= 2x naive, at equal or better test accuracy",
-            f"{speed:.2f}x ({tool.steady_ex_per_s:,.0f} vs {naive.steady_ex_per_s:,.0f} ex/s); "
-            f"accuracy {tool.test_accuracy:.2%} vs {naive.test_accuracy:.2%}",
-            speed >= 2.0 and better)
-        ours, theirs = time_to_naive(tool, naive), time_to_naive(naive, naive)
-        if ours is None or not theirs:
-            row("2", f"{name} time to naive accuracy <= 1/3 of naive's",
-                f"naive accuracy {naive.test_accuracy:.2%} not reached by textclf", False)
-        else:
-            row("2", f"{name} time to naive accuracy <= 1/3 of naive's",
-                f"{ours / theirs:.2f} ({ours:.1f} s vs {theirs:.1f} s to "
-                f"{naive.test_accuracy:.2%}; vs naive's whole fit of "
-                f"{naive.train_seconds:.1f} s: {ours / naive.train_seconds:.2f})",
-                ours / theirs <= 1 / 3)
-        ratio = tool.predict_docs_per_s / naive.predict_docs_per_s
-        row("3", f"{name} bulk prediction >= 1.5x naive",
-            f"{ratio:.2f}x ({tool.predict_docs_per_s:,.0f} vs {naive.predict_docs_per_s:,.0f} "
-            f"docs/s, {tool.predict_docs:,} docs)", ratio >= 1.5)
-
-    mem = [r for r in (memory or {}).get("rows", []) if "peak_rss_bytes" in r]
-    if len(mem) == 2:
-        ratio = mem[1]["peak_rss_bytes"] / mem[0]["peak_rss_bytes"]
-        row("4", f"predict peak RSS on {mem[1]['lines']:,} lines <= 1.2x that on "
-                 f"{mem[0]['lines']:,}",
-            f"{ratio:.3f} ({mem[1]['peak_rss_bytes'] / 2**20:,.0f} vs "
-            f"{mem[0]['peak_rss_bytes'] / 2**20:,.0f} MB)", ratio <= 1.2)
-    else:
-        row("4", "predict peak RSS on a long input <= 1.2x that on a short one",
-            "not measured", None)
-
-    helped = (process or {}).get("help") or {}
-    if "median_s" in helped:
-        row("5", "`textclf --help` under 0.3 s, whole process",
-            f"{helped['median_s']:.3f} s median of {helped['runs']} (best {helped['min_s']:.3f})",
-            helped["median_s"] < 0.3)
-    else:
-        row("5", "`textclf --help` under 0.3 s, whole process", "not measured", None)
-
-    rnn = find(results, "bbc", "textclf", "rnn")
-    flops = (rnn.flops.get("train") or {}) if rnn else {}
-    if peak_gflops and flops.get("executed_gflop_per_s"):
-        share = flops["executed_gflop_per_s"] / peak_gflops
-        row("6", "LSTM training at >= 50% of the float32 matmul peak",
-            f"{share:.0%} executed ({flops['executed_gflop_per_s']:.1f} of {peak_gflops:.1f} "
-            f"GFLOP/s); useful {flops['useful_gflop_per_s'] / peak_gflops:.0%}", share >= 0.5)
-    else:
-        row("6", "LSTM training at >= 50% of the float32 matmul peak", "not measured", None)
-    row("7", "the same benchmark in GPU mode", "not run here (`--gpu` on a GPU machine)", None)
-
-    ratios = (reference or {}).get("ratios") or {}
-    if ratios:
-        best = min(ratios.values())
-        row("-", "NumPy LSTM forward+backward within 3x of tf.GradientTape",
-            ", ".join(f"numpy/{k} = {v:.2f}" for k, v in ratios.items()), best <= 3.0)
-    else:
-        row("-", "NumPy LSTM forward+backward within 3x of tf.GradientTape",
-            (reference or {}).get("error", "not measured"), None)
-    return rows
 
 
 # --------------------------------------------------------------------------
@@ -648,11 +574,14 @@ def run_all(settings: Settings) -> dict:
     if machine["bf16_flags"] or settings.gpu:
         peaks["bf16"] = peak_of(settings, "bfloat16")
     results: list[Result] = []
+    skipped = {}
     for dataset in settings.datasets:
         settings.data_overrides[dataset] = []
-        needs = DATASETS[dataset]["needs"]
-        if needs is None or needs.is_dir():
-            settings.data_overrides[dataset] = data_overrides(settings, dataset)
+        skipped[dataset] = missing_data(dataset)
+        if skipped[dataset]:
+            say(f"{dataset}: skipped: {skipped[dataset]}")
+            continue
+        settings.data_overrides[dataset] = data_overrides(settings, dataset)
         results.extend(bench_dataset(settings, dataset))
     process = process_checks(settings, results) if "process" not in settings.skip else {}
     memory = memory_check(settings, results) if "memory" not in settings.skip else {}
@@ -670,17 +599,11 @@ def run_all(settings: Settings) -> dict:
         "subsets": settings.subsets, "machine": machine,
         "datasets": {k: {"title": v["title"], "cnn": v["cnn"], "rnn": v["rnn"]}
                      for k, v in DATASETS.items()}, "peaks": peaks,
-        "peak_gflops": peak, "results": [r.to_dict() for r in results],
+        "peak_gflops": peak, "results": [r.to_dict() for r in results], "skipped": skipped,
         "process": process, "memory": memory, "ablation": ablations,
         "reference": reference,
         "targets": targets(results, process, memory, reference, peak),
     }
-
-
-def counterpart(results: list[Result], result: Result) -> Result | None:
-    """The naive model a row is compared with: same family, or the TextCNN for peers."""
-    family = result.family if result.family in ("cnn", "rnn") else "cnn"
-    return find(results, result.dataset, "naive", family)
 
 
 if __name__ == "__main__":

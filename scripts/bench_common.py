@@ -117,7 +117,7 @@ def dir_size(path: Path) -> int:
 class ProcessRun:
     returncode: int
     seconds: float  # whole process, fork to exit
-    peak_rss_bytes: int  # ru_maxrss of this child (os.wait4)
+    peak_rss_bytes: int  # ru_maxrss of this one process
     log: Path | None
 
     def tail(self, lines: int = 15) -> str:
@@ -139,29 +139,50 @@ def child_env(gpu: bool = False, extra: dict | None = None) -> dict:
     return env
 
 
+# A small Python process between the benchmark and each measured command. On
+# Linux a child's ru_maxrss starts from the RSS of the process it was forked
+# from (exec keeps the old image's high-water mark), so a command forked
+# straight from this TensorFlow-laden process would report at least ~700 MB.
+# Forked from this wrapper instead, it starts from the wrapper's ~10 MB, and
+# the wrapper's RUSAGE_CHILDREN covers that one child only.
+_WRAPPER = """\
+import resource, subprocess, sys, time
+started = time.perf_counter()
+code = subprocess.call(sys.argv[2:])
+seconds = time.perf_counter() - started
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+with open(sys.argv[1], "w") as out:
+    out.write(f"{code} {seconds} {peak}")
+"""
+
+
 def run_process(command: Sequence[str], log: Path | None, env: dict,
                 cwd: Path = ROOT) -> ProcessRun:
-    """Run ``command`` to completion; stdout+stderr go to ``log`` (or /dev/null).
+    """Run ``command`` to completion through the wrapper above; stdout+stderr go
+    to ``log`` (or /dev/null). Returns its exit code, wall time (measured by the
+    wrapper, fork to exit) and peak RSS (Linux reports ru_maxrss in kB)."""
+    import tempfile
 
-    The peak RSS comes from ``os.wait4`` on this very child, so each measurement
-    is of one fresh process (``RUSAGE_CHILDREN`` would give the maximum over all
-    children reaped so far).
-    """
+    handle, report = tempfile.mkstemp(prefix="bench-rusage-", suffix=".txt")
+    os.close(handle)
     sink = open(log, "w", encoding="utf-8") if log else open(os.devnull, "w")
-    with sink:
-        started = time.perf_counter()
-        child = subprocess.Popen(list(command), stdout=sink, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, cwd=cwd, env=env)
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        except KeyboardInterrupt:
-            child.terminate()
-            child.wait()
-            raise
-        seconds = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    # Linux reports ru_maxrss in kilobytes.
-    return ProcessRun(child.returncode, seconds, int(usage.ru_maxrss) * 1024, log)
+    try:
+        with sink:
+            wrapper = subprocess.Popen([sys.executable, "-S", "-c", _WRAPPER, report,
+                                        *command], stdout=sink, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, cwd=cwd, env=env)
+            try:
+                wrapper.wait()
+            except KeyboardInterrupt:
+                wrapper.terminate()
+                wrapper.wait()
+                raise
+        fields = Path(report).read_text().split()
+        if len(fields) != 3:
+            return ProcessRun(wrapper.returncode or 1, 0.0, 0, log)
+        return ProcessRun(int(fields[0]), float(fields[1]), int(fields[2]) * 1024, log)
+    finally:
+        os.unlink(report)
 
 
 # --------------------------------------------------------------------------

@@ -47,8 +47,9 @@ def render(report: dict) -> str:
     results = [Result.from_dict(r) for r in report["results"]]
     out = ["# Benchmarks", ""]
     if settings["quick"]:
-        out += ["> **QUICK MODE (`--quick`): tiny subsets, 1 epoch. These numbers only show "
-                "that the benchmark runs; they measure nothing.**", ""]
+        out += ["> **QUICK MODE (`--quick`): tiny subsets, 1 training epoch (2 per ablation "
+                "variant), 200 prediction documents. These numbers only show that the "
+                "benchmark runs; they measure nothing.**", ""]
     out += header(report, settings, machine, peaks)
     for dataset in settings["datasets"]:
         out += dataset_section(report, dataset, [r for r in results if r.dataset == dataset],
@@ -65,8 +66,8 @@ def header(report, settings, machine, peaks) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
     load = machine.get("load_start"), machine.get("load_end")
     lines = [
-        f"Written by `make bench` (`{settings['command']}`) on {machine['date']}, "
-        f"in {report.get('total_seconds', 0) / 60:.0f} minutes.",
+        f"Written by `{settings['command']}` (`make bench` runs it without options) on "
+        f"{machine['date']}, in {report.get('total_seconds', 0) / 60:.0f} minutes.",
         "",
         f"- Machine: {machine['cpu']}, {machine['cores']} cores "
         f"({machine['usable_cores']} usable by this process), "
@@ -75,7 +76,10 @@ def header(report, settings, machine, peaks) -> list[str]:
         + (f"; GPUs: {', '.join(machine['gpus'])}" if machine.get("gpus") else "; no GPU used")
         + ".",
         f"- Load average (1, 5, 15 min) at the start {_load(load[0])}, at the end "
-        f"{_load(load[1])}: numbers from a busy machine are not comparable.",
+        f"{_load(load[1])} (the end includes this run)."
+        + (" **The machine was busy when the run started: these numbers are not comparable "
+           "with an idle machine's.**" if load[0] and load[0][0] > 0.5 * machine["usable_cores"]
+           else ""),
         f"- Software: {versions}; {machine['platform']}; textclf commit {machine['git']}.",
         f"- float32 matmul peak (2048 x 2048, best of {peaks['start']['repeats']}): "
         f"TensorFlow {peaks['start']['tf_gflop_per_s']:,.1f} GFLOP/s at the start, "
@@ -96,9 +100,9 @@ def _load(values) -> str:
 def dataset_section(report, dataset: str, results: list[Result], peak) -> list[str]:
     info = report["datasets"][dataset]
     out = [f"## {info['title']}", ""]
-    missing = [r for r in results if r.error and r.contender.endswith("(all)")]
-    if missing:
-        return out + [f"Not run: {missing[0].error}.", ""]
+    skipped = (report.get("skipped") or {}).get(dataset)
+    if skipped:
+        return out + [f"Not run: {skipped}.", ""]
     first = next((r for r in results if r.n_train), None)
     if first:
         out.append(f"Split: {first.n_train:,} training and {first.n_test:,} test documents, "
@@ -140,7 +144,8 @@ def dataset_section(report, dataset: str, results: list[Result], peak) -> list[s
     if extra:
         out += ["Other prediction settings (same documents unless said):", ""]
         out += _table(["contender", "engine / batch", "docs/s"],
-                      [[c, k, _f(v)] for c, k, v in extra])
+                      [[c, k, _f(v) if isinstance(v, (int, float)) else f"*{v}*"]
+                       for c, k, v in extra])
     out += flops_table(results, peak)
     return out
 
@@ -162,8 +167,18 @@ def ratio_lines(results: list[Result]) -> list[str]:
             f"test accuracy {100 * (tool.test_accuracy - naive.test_accuracy):+.1f} points"
             + (f", reaches the naive accuracy in {ttn / ttn_naive:.2f}x its time"
                if ttn is not None and ttn_naive else ", does not reach the naive accuracy"
-               if ttn is None else "") + ".")
+               if ttn is None else "")
+            + f"; time per epoch outside the training batches (validation, callbacks, "
+              f"checkpoint): {_overhead(tool)} s vs {_overhead(naive)} s.")
     return lines + [""] if lines else []
+
+
+def _overhead(result: Result) -> str:
+    """Mean seconds per epoch between the last training batch and the epoch's end."""
+    times = result.extra.get("epoch_times") or []
+    if not times:
+        return DASH
+    return f"{sum(t['total'] - t['train'] for t in times) / len(times):.1f}"
 
 
 def flops_table(results: list[Result], peak) -> list[str]:
@@ -201,7 +216,8 @@ def ablation_section(ablations: list[dict], results: list[Result], peak, peaks) 
            "Each variant trains the shipped recipe with one override for the same number of "
            "epochs (no early stop), in one process per model; examples/s is the median of "
            "the epochs after the first. `bucketing off` pads every batch to the fixed 400 "
-           "tokens as the naive model does. The naive row is the main table's.", ""]
+           "tokens as the naive model does. The naive row is the main table's. Percentages "
+           "are of the float32 matmul peak (a bfloat16 variant can pass 100%).", ""]
     for block in ablations:
         family = block.get("family")
         name = "TextCNN (bbc_cnn)" if family == "cnn" else "LSTM (bbc_rnn)"
@@ -228,6 +244,12 @@ def ablation_section(ablations: list[dict], results: list[Result], peak, peaks) 
                          "1.00x", _pct(train.get("padded_share")),
                          _of_peak(train.get("executed_gflop_per_s"), peak)])
         out += [f"### {name}, {block['epochs']} epochs per variant", ""]
+        shipped = find(results, "bbc", "textclf", family)
+        if shipped:
+            e = shipped.extra
+            out += [f"Shipped recipe: batch {e.get('batch_size')}, bucketing "
+                    f"{'on' if e.get('bucketing') else 'off'}, mixed precision "
+                    f"{e.get('mixed_precision')}.", ""]
         out += _table(["variant", "override", "train ex/s", "x shipped", "x naive",
                        "padding", "executed GFLOP/s (% peak)"], rows)
         out += what_bought_what(variants, base, naive, peaks)
@@ -259,8 +281,7 @@ def what_bought_what(variants: list[dict], base: dict | None, naive: Result | No
         v = by_name.get(name)
         if v:
             lines.append(f"- {name}: {v['ex_per_s'] / base['ex_per_s']:.2f}x the shipped "
-                         "recipe" + (" (not adopted by the recipe)" if v["ex_per_s"] <= base[
-                             "ex_per_s"] else "") + ".")
+                         "recipe's training examples/s.")
     if peaks.get("bf16") and "mixed_bfloat16" in by_name:
         bf16, fp32 = peaks["bf16"]["tf_gflop_per_s"], peaks["start"]["tf_gflop_per_s"]
         lines.append(f"- For scale: a bfloat16 matmul runs at {bf16:,.0f} GFLOP/s here against "
@@ -284,8 +305,8 @@ def process_section(process: dict, memory: dict) -> list[str]:
     if not rows:
         return []
     out = ["## Whole processes", "",
-           "Wall time from fork to exit and peak RSS (`os.wait4` on each fresh child) of the "
-           "command as a user runs it.", ""]
+           "Wall time from fork to exit and peak RSS of the command as a user runs it, each "
+           "run a fresh process.", ""]
     out += _table(["what", "command", "runs", "median s", "best s", "peak RSS MB"], rows)
     mem = [r for r in (memory or {}).get("rows", []) if r.get("lines_per_s")]
     if mem:
@@ -351,9 +372,11 @@ def notes_section(report: dict) -> list[str]:
             "- **Matmul peak**: best of several float32 2048 x 2048 `tf.linalg.matmul` "
             "(inside a `tf.function`) in the benchmark's own process at the start and the "
             "end; the larger is used.",
-            "- **Peak RSS**: `ru_maxrss` from `os.wait4` on each fresh child process: for "
-            "the contenders, the worker that trains, evaluates and bulk-predicts; for the "
-            "commands, the command itself.",
+            "- **Peak RSS**: `ru_maxrss` of each fresh child process, read by a small "
+            "wrapper process it is forked from (`getrusage(RUSAGE_CHILDREN)`; forked "
+            "directly from the benchmark, a child would inherit its high-water mark): for "
+            "the contenders, the worker that trains, evaluates and bulk-predicts with the "
+            "main engine; for the commands, the command itself.",
             "- fastText runs with `thread` = the usable cores; its defaults (lr 0.1, 5 "
             "epochs) do not converge on BBC News, hence the second row with lr 1.0 and 25 "
             "epochs. Model size: fastText's `.bin`; TF-IDF + SVM: weights, idf and terms as "

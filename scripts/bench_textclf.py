@@ -16,6 +16,7 @@ run directory with ``textclf.inference.predictor`` (Keras and NumPy engines),
 the callables ``textclf predict`` streams its batches through.
 
     python scripts/bench_textclf.py run --spec SPEC.json --out RESULT.json
+    python scripts/bench_textclf.py predict_extras --spec SPEC.json --out RESULT.json
     python scripts/bench_textclf.py ablation --spec SPEC.json --out RESULT.json
 """
 
@@ -52,18 +53,14 @@ def train_with_clock(recipe: str, overrides: list[str], output: Path,
         captured["cfg"], captured["data"] = cfg, data
         return data
 
+    def test_accuracy(classifier) -> float:
+        data = captured["data"]
+        probabilities = training.predict_ids(classifier, data.sequences["test"], 64)
+        return float(np.mean(probabilities.argmax(axis=1) == data.label_ids["test"]))
+
     def callbacks_and_clock(cfg, work, progress):
         callbacks, nan_stop = make_callbacks(cfg, work, progress)
-        evaluate = None
-        if evaluate_each_epoch:
-            test_ids = captured["data"].sequences["test"]
-            test_labels = captured["data"].label_ids["test"]
-
-            def evaluate(classifier) -> float:
-                probabilities = training.predict_ids(classifier, test_ids, 64)
-                return float(np.mean(probabilities.argmax(axis=1) == test_labels))
-
-        captured["clock"] = make_epoch_clock(evaluate)
+        captured["clock"] = make_epoch_clock(test_accuracy if evaluate_each_epoch else None)
         return [*callbacks, captured["clock"]], nan_stop
 
     training.prepare_data, training.make_callbacks = keeping_prepare_data, callbacks_and_clock
@@ -135,14 +132,6 @@ def run_recipe(spec: dict) -> dict:
                            dtype=np.float64)
     batch = spec["predict_batch"]
     seconds = time_prediction(predictor(run, "keras"), docs, batch)
-    extra_rates = {}
-    for other in spec.get("extra_predict_batches", []):
-        extra_rates[f"keras, batch {other}"] = len(docs) / time_prediction(
-            predictor(run, "keras"), docs, other)
-    numpy_docs = docs[:spec["numpy_predict_docs"]]
-    if numpy_docs:
-        extra_rates[f"numpy engine, batch {batch} ({len(numpy_docs):,} docs)"] = (
-            len(numpy_docs) / time_prediction(predictor(run, "numpy"), numpy_docs, batch))
 
     return {
         "contender": spec["contender"], "dataset": spec["dataset"], "family": spec["family"],
@@ -153,7 +142,6 @@ def run_recipe(spec: dict) -> dict:
         "steady_ex_per_s": steady["ex_per_s"], "steady_note": steady["note"],
         "curve": clock.curve, "predict_docs": len(docs),
         "predict_docs_per_s": len(docs) / seconds, "predict_batch": batch,
-        "predict_extra": extra_rates,
         "model_bytes": (run_dir / "model.keras").stat().st_size,
         "flops": {"architecture": arch.describe(), "train": steady,
                   "predict": inference_flops(arch, prediction_widths(doc_lengths, batch),
@@ -166,6 +154,31 @@ def run_recipe(spec: dict) -> dict:
                   "bucketing": cfg.train.bucketing,
                   "mixed_precision": cfg.train.mixed_precision},
     }
+
+
+def predict_extras(spec: dict) -> dict:
+    """Bulk prediction with other settings on a finished run: the NumPy engine
+    first (no TensorFlow needed), then the Keras engine at other batch sizes.
+    A process of its own, so the main row's peak RSS covers one engine."""
+    from textclf.artifact import open_run
+    from textclf.inference import predictor
+
+    from bench_common import load_recipe_splits
+
+    run = open_run(spec["run_dir"])
+    _, splits = load_recipe_splits(spec["recipe"], spec["overrides"])
+    docs = cycled(splits.test.texts, spec["predict_docs"])
+    batch = spec["predict_batch"]
+    rates = {}
+    numpy_docs = docs[:spec["numpy_predict_docs"]]
+    if numpy_docs:
+        seconds = time_prediction(predictor(run, "numpy"), numpy_docs, batch)
+        rates[f"numpy engine, {batch} docs per call ({len(numpy_docs):,} docs)"] = (
+            len(numpy_docs) / seconds)
+    for other in spec["keras_batches"]:
+        seconds = time_prediction(predictor(run, "keras"), docs, other)
+        rates[f"keras engine, {other} docs per call ({len(docs):,} docs)"] = len(docs) / seconds
+    return {"predict_extra": rates}
 
 
 def data_texts(cfg, split: str) -> list[str]:
@@ -208,4 +221,5 @@ def ablation(spec: dict) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main({"run": run_recipe, "ablation": ablation}))
+    sys.exit(worker_main({"run": run_recipe, "predict_extras": predict_extras,
+                          "ablation": ablation}))

@@ -42,8 +42,12 @@ def main(argv=None) -> int:
     import numpy as np
 
     from textclf.config import load_config
-    from textclf.models.treenet import (build_treenet, compare_with_reference, evaluate_trees,
-                                        fit_treenet)
+    from textclf.models.treenet import (
+        build_treenet,
+        compare_with_reference,
+        evaluate_trees,
+        fit_treenet,
+    )
     from textclf.trees import TreeVocab, class_names, read_trees
 
     config = load_config(args.config, args.overrides)

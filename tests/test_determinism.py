@@ -46,41 +46,43 @@ def docs(tmp_path_factory) -> Path:
     return path
 
 
-def test_deterministic_training_repeats_exactly(tmp_path, tiny_config, docs):
-    runs = []
+@pytest.fixture(scope="module")
+def twin_runs(tmp_path_factory) -> list[Path]:
+    """The same recipe trained twice with train.deterministic and one seed."""
+    from conftest import write_topic_tsv
+
+    folder = tmp_path_factory.mktemp("twins")
+    write_topic_tsv(folder / "train.tsv", 240)
+    (folder / "tiny.yaml").write_text(
+        "data:\n  train: train.tsv\n  format: tsv\n"
+        "text:\n  max_tokens: 100\n  max_length: 30\n"
+        "model:\n  type: cnn\n  embedding_dim: 16\n  filters: 8\n  kernel_sizes: [2, 3]\n"
+        "train:\n  epochs: 4\n  batch_size: 16\n  learning_rate: 0.01\n  seed: 7\n"
+        "  deterministic: true\n  verbose: quiet\n", encoding="utf-8")
     for name in ("first", "second"):
-        invoke("train", "-c", tiny_config, "-o", tmp_path / name,
-               "--set", "train.deterministic=true", "--set", "train.seed=7")
-        runs.append(tmp_path / name)
-    first, second = (weights(run) for run in runs)
+        invoke("train", "-c", folder / "tiny.yaml", "-o", folder / name)
+    return [folder / "first", folder / "second"]
+
+
+def test_deterministic_training_repeats_exactly(twin_runs, docs):
+    first, second = (weights(run) for run in twin_runs)
     assert sorted(first) == sorted(second)
     for name in first:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
-    metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
+    metrics = [json.loads((run / "metrics.json").read_text()) for run in twin_runs]
     assert metrics[0] == metrics[1]
-    history = [(run / "history.csv").read_text() for run in runs]
+    history = [(run / "history.csv").read_text() for run in twin_runs]
     assert history[0] == history[1]
-    predictions = [invoke("predict", run, docs).output for run in runs]
+    predictions = [invoke("predict", run, docs).output for run in twin_runs]
     assert predictions[0] == predictions[1]
     assert len(predictions[0].splitlines()) == len(DOCS) * 50
 
 
-def test_another_seed_gives_another_run(tmp_path, tiny_config):
-    """The equality above is not vacuous: the seed does reach the weights."""
-    for seed in (7, 8):
-        invoke("train", "-c", tiny_config, "-o", tmp_path / str(seed),
-               "--set", "train.deterministic=true", "--set", f"train.seed={seed}",
-               "--set", "train.epochs=1")
-    a, b = weights(tmp_path / "7"), weights(tmp_path / "8")
-    assert any(not np.array_equal(a[name], b[name]) for name in a)
-
-
 @pytest.mark.slow
-def test_two_predict_processes_at_once_answer_as_one(tmp_path, tiny_config, docs):
+def test_two_predict_processes_at_once_answer_as_one(twin_runs, tmp_path, docs):
     """Two ``textclf predict`` processes on one run directory, started together,
     write what a single in-process prediction writes, byte for byte."""
-    run = tmp_path / "run"
-    invoke("train", "-c", tiny_config, "-o", run, "--set", "train.epochs=2")
+    run = twin_runs[0]
     alone = invoke("predict", run, docs).output
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     children = [subprocess.Popen([sys.executable, "-m", "textclf.cli", "predict", str(run),

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_topic_tsv
 from textclf.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,9 +53,9 @@ def lambda_model(sentinel: Path):
     """Raw strings (B,) -> (B, 2), with a Lambda that creates ``sentinel`` when called."""
     import keras
 
-    def plant(x, path=str(sentinel)):
-        open(path, "w").close()  # stands for any code an attacker wants to run
-        return x
+    # A lambda (not a def) is saved as Python bytecode, the path a constant inside it
+    # (Keras cannot reload lambda defaults). It stands for any code at all.
+    plant = eval(f"lambda x: (open({str(sentinel)!r}, 'w').close(), x)[1]")
 
     text = keras.Input(shape=(), dtype="string")
     vectorizer = keras.layers.TextVectorization(max_tokens=10, output_sequence_length=4)
@@ -105,9 +104,41 @@ def test_lambda_layer_in_a_checkpoint_is_refused_on_resume(tmp_path):
     (partial / "checkpoint" / "progress.json").write_text(json.dumps(
         {"epoch": 0, "wait": 0, "best_epoch": 0, "best": 1.0, "stopped": False}))
     result = invoke("train", "--resume", tmp_path / "run")
-    assert result.exit_code != 0, result.output
+    assert result.exit_code == 2, result.output
     assert "safe_mode" in result.output and "Traceback" not in result.output, result.output
     assert not sentinel.exists(), "the planted code ran"
+
+
+def test_safe_mode_alone_refuses_the_lambda(tmp_path, monkeypatch):
+    """The clear message comes from a look at the archive's config; with that look
+    switched off, Keras' safe_mode still refuses the file and the code never runs."""
+    from textclf import artifact
+
+    sentinel = tmp_path / "code-ran"
+    run = fake_run(tmp_path / "run")
+    lambda_model(sentinel).save(run / "model.keras")
+    sentinel.unlink()
+    monkeypatch.setattr(artifact, "refuse_code", lambda path: None)
+    (tmp_path / "docs.txt").write_text("good film\n")
+    result = invoke("predict", run, tmp_path / "docs.txt")
+    assert result.exit_code == 2, result.output
+    assert f"{run / 'model.keras'}:" in result.output and "Traceback" not in result.output
+    assert not sentinel.exists(), "the planted code ran"
+
+
+def test_every_keras_load_uses_safe_mode():
+    calls = 0
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("load_model") \
+                    and ast.unparse(node.func).startswith("keras."):
+                calls += 1
+                flags = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                # Keras 3's default is safe_mode=True; the package spells it out.
+                required = "textclf" in path.parts
+                assert flags.get("safe_mode", None if required else "True") == "True", \
+                    f"{path.relative_to(REPO)}:{node.lineno}: load_model without safe_mode=True"
+    assert calls >= 2  # the run's model, and the training checkpoint
 
 
 class _Plant:

@@ -64,7 +64,7 @@ def test_golden_tree_lstm_leaf():
               "output_kernel": np.ones((1, 2)), "output_bias": np.zeros(2)}
     batch = trees_to_batch([parse_tree("(1 a)")], VOCAB)
     fwd = TreeNetReference(params, "tree_lstm").forward(batch)
-    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    sig = lambda z: 1 / (1 + np.exp(-z))
     c = sig(1.0) * np.tanh(2.2)
     np.testing.assert_allclose(fwd.c[0, 0, 0], c, rtol=1e-15)
     np.testing.assert_allclose(fwd.h[0, 0, 0], sig(-0.9) * np.tanh(c), rtol=1e-15)
@@ -126,13 +126,11 @@ def test_child_sum_ignores_child_order_and_n_ary_does_not():
 def test_trees_do_not_see_their_batch_mates(cell):
     """Per-tree results do not depend on padding or on the other trees of the batch."""
     batch = mixed_batch(cell)
-    D = 4
-    net = TreeNetReference(init_params(cell, len(VOCAB), D, 4, 3, seed=3), cell)
+    net = TreeNetReference(init_params(cell, len(VOCAB), 4, 4, 3, seed=3), cell)
     together = net.forward(batch)
     for row in range(batch["word_ids"].shape[0]):
         keep = batch["height"][row] >= 0
-        alone = {k: v[row:row + 1, keep] - (0 if k in ("word_ids", "height", "labels") else 0)
-                 for k, v in batch.items()}
+        alone = {k: v[row:row + 1, keep] for k, v in batch.items()}  # the tree unpadded
         shift = int(np.sum(~keep))
         for k in ("left", "right"):
             alone[k] = np.where(alone[k] >= 0, alone[k] - shift, -1)

@@ -8,9 +8,19 @@ import numpy as np
 import pytest
 
 from textclf.errors import DataError
-from textclf.trees import (OOV_ID, Tree, TreeVocab, binarize_labels, input_to_tree, parse_tree,
-                           read_trees, sentence_to_tree, tokenize_sentence, tokens_to_tree,
-                           trees_to_batch)
+from textclf.trees import (
+    OOV_ID,
+    Tree,
+    TreeVocab,
+    binarize_labels,
+    input_to_tree,
+    parse_tree,
+    read_trees,
+    sentence_to_tree,
+    tokenize_sentence,
+    tokens_to_tree,
+    trees_to_batch,
+)
 
 SST_TREES = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst_trees"
 

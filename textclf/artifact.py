@@ -125,7 +125,7 @@ def open_run(path: str | os.PathLike) -> Run:
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
         version = int(info["format_version"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):  # inf, [[[...
         raise RunDirError(f"{info_path}: corrupt (expected JSON with format_version)") from None
     if version > FORMAT_VERSION:
         raise RunDirError(f"{path}: made by textclf {info.get('textclf_version', '?')} "
@@ -153,6 +153,7 @@ def load_model(path: Path):
 
     if not zipfile.is_zipfile(path):  # else Keras says "File not found" of a file that is there
         raise RunDirError(f"{path}: corrupt or truncated model file (not a .keras zip archive)")
+    refuse_code(path)
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except ValueError as exc:
@@ -163,6 +164,30 @@ def load_model(path: Path):
     except Exception as exc:  # zip, h5 and JSON errors surface as many types
         raise RunDirError(f"{path}: corrupt or truncated model file "
                           f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def refuse_code(path: Path) -> None:
+    """RunDirError if the ``.keras`` archive's config holds a Lambda layer (Python code).
+
+    safe_mode already stops such code from loading; this check only gives the
+    clear message, which Keras 3 buries in a TypeError about deserialization.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            stack = [json.loads(archive.read("config.json"))]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return  # unreadable: load_model reports it
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("class_name") in ("Lambda", "__lambda__"):
+                raise RunDirError(f"{path}: refused: the model contains code (a Lambda layer); "
+                                  f"textclf loads models with Keras safe_mode on")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -92,8 +92,10 @@ SET_HELP = "Override a config value, e.g. --set train.epochs=3 (repeatable)."
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @click.option("--resume", type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="Continue an interrupted run.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON summary on stdout (for jq) instead of the path.")
 @click.pass_context
-def train(ctx, config_path, overrides, output, force, resume):
+def train(ctx, config_path, overrides, output, force, resume, as_json):
     """Train a model from a config; write a run directory."""
     if bool(config_path) == bool(resume):
         raise click.UsageError("give either -c CONFIG or --resume RUN_DIR")
@@ -106,9 +108,11 @@ def train(ctx, config_path, overrides, output, force, resume):
     target = run_train(config_path, overrides, output, force, resume)
     if target is None:  # a non-chief worker of a multi-worker run
         click.echo("worker finished; the chief writes the run directory", err=True)
+        if as_json:
+            click.echo(json.dumps({"run_dir": None, "chief": False}))
         return
     click.echo(f"run written to {target}", err=True)
-    click.echo(str(target))
+    _echo(_run_summary(target) if as_json else {}, str(target), as_json)
 
 
 # --------------------------------------------------------------------------
@@ -144,6 +148,10 @@ def evaluate(ctx, run_dir, data, split, fmt, output, force, engine):
                           source=", ".join(data) if data else f"{run_dir} ({split} split)")
     text = (json.dumps(report, indent=2, ensure_ascii=False) + "\n" if fmt == "json"
             else format_report_text(report))
+    if fmt == "text" and run.config.model.type == "treenet":  # adds all-nodes accuracy
+        from .tree_runs import format_tree_report
+
+        text = format_tree_report(report)
     with atomic_output(output, force) as stream:
         stream.write(text)
 
@@ -189,7 +197,8 @@ def predict(ctx, run_dir, inputs, fmt, input_format, text_column, id_column, top
         if engine == "keras":
             _tensorflow(ctx)
         predict_proba = predictor(run, engine)
-        writer = make_writer(fmt, stream, include_id=id_column is not None)
+        writer = make_writer(fmt, stream, include_id=id_column is not None,
+                             include_input=len(inputs) > 1)
         for path in inputs:
             items = iter_texts(path, input_format, _column(text_column), encoding,
                                _column(id_column))
@@ -235,6 +244,16 @@ def check(ctx, run_dir, data, split, count, gradients):
     import numpy as np
 
     run = open_run(require_run_dir(run_dir))
+    if run.config.model.type == "treenet":  # trees against textclf.reference.treenet
+        _tensorflow(ctx)
+        from .tree_runs import check_tree_run
+
+        table, ok = check_tree_run(run, data, split, count, gradients)
+        click.echo(table)
+        if not ok:
+            raise _ReportedError("the NumPy reference and the Keras model disagree beyond "
+                                 "tolerance (see above)", 1)
+        return
     examples = evaluation_data(run, data, split)
     texts = examples.texts[:count]
     index = {label: i for i, label in enumerate(run.labels)}
@@ -262,22 +281,127 @@ def config():
 @config.command("show")
 @click.argument("config_path", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-def config_show(config_path, overrides):
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
+              show_default=True)
+def config_show(config_path, overrides, fmt):
     """Print the fully resolved config, every default filled in."""
-    from .config import dump_config, load_config
+    from .config import config_to_dict, dump_config, load_config
 
-    click.echo(dump_config(load_config(config_path, overrides)), nl=False)
+    resolved = load_config(config_path, overrides)
+    if fmt == "json":
+        click.echo(json.dumps(config_to_dict(resolved), indent=2, ensure_ascii=False))
+    else:
+        click.echo(dump_config(resolved), nl=False)
 
 
 @config.command("validate")
 @click.argument("config_path", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-def config_validate(config_path, overrides):
+@click.option("--json", "as_json", is_flag=True, help="Print {\"config\": ..., \"ok\": true}.")
+def config_validate(config_path, overrides, as_json):
     """Check a config; exit 0 and print 'ok' when valid."""
     from .config import load_config
 
     load_config(config_path, overrides)
-    click.echo(f"{config_path}: ok")
+    if as_json:
+        click.echo(json.dumps({"config": config_path, "ok": True}))
+    else:
+        click.echo(f"{config_path}: ok")
+
+
+# --------------------------------------------------------------------------
+# export, report, tune (docs/SCALE_AND_SERVE.md)
+# --------------------------------------------------------------------------
+
+JSON_HELP = "Print a JSON summary on stdout (for jq) instead of the path."
+
+
+def _echo(summary: dict, path: str, as_json: bool) -> None:
+    """stdout gets the written path, or with --json the whole summary."""
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        click.echo(path)
+
+
+def _run_summary(run_dir) -> dict:
+    """``train --json``: where the run is, and its headline numbers."""
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    return {"run_dir": str(run_dir), "chief": True, "model_type": info.get("model_type"),
+            "examples": info.get("examples"), "train_seconds": info.get("train_seconds"),
+            "metrics": {split: {"accuracy": r.get("accuracy"),
+                                "macro_f1": (r.get("macro") or {}).get("f1")}
+                        for split, r in metrics.items() if isinstance(r, dict)}}
+
+
+@cli.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["saved_model"]), default="saved_model",
+              show_default=True, help="saved_model: TensorFlow SavedModel for TF Serving.")
+@click.option("--force", is_flag=True, help="Replace an existing OUT_DIR.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@click.pass_context
+def export_command(ctx, run_dir, out_dir, fmt, force, as_json):
+    """Export a run's model; the signature maps raw strings to labels and probabilities."""
+    from .artifact import open_run
+    from .inference import require_run_dir
+
+    run = open_run(require_run_dir(run_dir))
+    if run.config.model.type == "treenet":  # its model reads tree arrays, not strings
+        raise click.UsageError("export takes cnn and rnn runs; a treenet run's model reads "
+                               "parsed trees (use textclf predict)")
+    _tensorflow(ctx)
+    from .export import export_saved_model
+
+    summary = export_saved_model(run, out_dir, force)
+    click.echo(f"{fmt} written to {out_dir}", err=True)
+    _echo(summary, str(out_dir), as_json)
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path())
+@click.option("-o", "--output", type=click.Path(file_okay=False),
+              help="Folder for the report [default: RUN_DIR/report].")
+@click.option("--split", type=click.Choice(["test", "valid"]), default="test",
+              show_default=True, help="Split whose confusion matrix is drawn.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def report_command(run_dir, output, split, as_json):
+    """Learning curves and a confusion matrix (PNG) and a Markdown summary of a run."""
+    from .artifact import open_run
+    from .inference import require_run_dir
+    from .report import write_report
+
+    run = open_run(require_run_dir(run_dir))
+    summary = write_report(run, output, split)
+    click.echo(f"report written to {summary['markdown']}", err=True)
+    _echo(summary, summary["markdown"], as_json)
+
+
+@cli.command("tune")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), required=True,
+              help="YAML recipe with a tune section.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--trials", type=click.IntRange(min=1), help="Trials to run [default: tune.trials].")
+@click.option("--algorithm", type=click.Choice(["random", "bayesian"]),
+              help="Search algorithm [default: tune.algorithm].")
+@click.option("-o", "--output", type=click.Path(file_okay=False),
+              help="Folder for the results [default: runs/<config name>-tune].")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@click.pass_context
+def tune_command(ctx, config_path, overrides, trials, algorithm, output, force, as_json):
+    """Search hyperparameters (KerasTuner) over the config's tune.space."""
+    _tensorflow(ctx)
+    from .tune import tune as run_tune
+
+    summary = run_tune(config_path, overrides, trials, algorithm, output, force)
+    click.echo(f"best config written to {summary['best_config']}", err=True)
+    _echo(summary, summary["best_config"], as_json)
 
 
 def main() -> None:

@@ -260,10 +260,86 @@ class TrainConfig:
     distribute: str = _check(choice("none", "mirrored", "multi_worker"), "none",
                              "tf.distribute strategy")
     devices: tuple | None = _check(optional(str_list), None,
-                                   "mirrored: devices, e.g. [/gpu:0, /gpu:1]; null = all GPUs")
+                                   "mirrored: devices, e.g. [/gpu:0, /gpu:1]; "
+                                   "null = all GPUs, else the CPU")
     tensorboard: bool = _check(boolean, False, "write TensorBoard logs under RUN_DIR/logs")
     verbose: str = _check(choice("auto", "progress", "epoch", "quiet"), "auto",
                           "Keras progress output")
+
+
+# Search-space ranges of tune.space: name -> what the range holds.
+RANGE_KINDS = {"choice": "a non-empty list of values", "int": "[low, high] or [low, high, step]",
+               "uniform": "[low, high]", "log_uniform": "[low, high], low above 0"}
+TUNABLE_SECTIONS = ("text", "model", "train")
+
+
+def _tunable_fields() -> dict:
+    """Every leaf key of the sections a search may vary: 'model.filters' -> its Field."""
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    return {f"{section}.{f.name}": f for section in TUNABLE_SECTIONS
+            for f in dataclasses.fields(_NESTED[sections[section]])}
+
+
+def search_space(value, key, source):
+    """``tune.space``: ``{dotted.key: {kind: ...}}``, each key a real config key and
+    each bound or choice accepted by that key's own checker."""
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(key, "a non-empty mapping of config keys (e.g. model.filters) to "
+                          "ranges", value, source)
+    fields = _tunable_fields()
+    space = {}
+    for name, spec in value.items():
+        if not isinstance(name, str) or name not in fields:
+            close = difflib.get_close_matches(str(name), list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError.unknown_key(f"{key}.{name}", key, hint, source)
+        space[name] = _search_range(fields[name], spec, f"{key}.{name}", source)
+    return space
+
+
+def _search_range(fld, spec, key, source) -> dict:
+    check = fld.metadata["check"]
+    numeric = "int" if "int" in fld.type and "list" not in fld.type else (
+        "float" if "float" in fld.type else None)
+    allowed = ["choice"] + {"int": ["int"], "float": ["uniform", "log_uniform"]}.get(numeric, [])
+    expected = " or ".join(f"{{{kind}: {RANGE_KINDS[kind]}}}" for kind in allowed)
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in allowed:
+        raise ConfigError(key, expected, spec, source)
+    kind, bounds = next(iter(spec.items()))
+    if kind == "choice":
+        if not isinstance(bounds, list) or not bounds:
+            raise ConfigError(key, expected, spec, source)
+        for item in bounds:
+            check(item, key, source)
+        return {kind: list(bounds)}
+    parts = 3 if kind == "int" else 2
+    if not isinstance(bounds, list) or len(bounds) not in (2, parts):
+        raise ConfigError(key, expected, spec, source)
+    low, high = (check(b, key, source) for b in bounds[:2])
+    if not low < high or (kind == "log_uniform" and low <= 0):
+        raise ConfigError(key, f"{{{kind}: {RANGE_KINDS[kind]}}} with low below high",
+                          spec, source)
+    if kind == "int" and len(bounds) == 3 and not (isinstance(bounds[2], int) and bounds[2] > 0):
+        raise ConfigError(f"{key}.int", "a positive integer step", bounds[2], source)
+    return {kind: list(bounds)}
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """``textclf tune``: the search; training itself follows the other sections."""
+
+    algorithm: str = _check(choice("random", "bayesian"), "random",
+                            "KerasTuner random search or Bayesian optimisation")
+    trials: int = _check(integer(1), 10, "configurations to train (--trials overrides)")
+    objective: str | None = _check(optional(choice("val_loss", "val_accuracy", "val_macro_f1")),
+                                   None, "metric to optimise, best epoch; null = train.monitor")
+    seed: int | None = _check(optional(integer(0)), None, "seed of the search; null = train.seed")
+    initial_points: int | None = _check(optional(integer(1)), None,
+                                        "bayesian: random trials before the Gaussian process "
+                                        "guides; null = 3 per searched key")
+    space: dict | None = _check(optional(search_space), None,
+                                "{model.filters: {choice: [64, 128]}, "
+                                "train.learning_rate: {log_uniform: [1e-4, 1e-2]}, ...}")
 
 
 @dataclass(frozen=True)
@@ -272,6 +348,7 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     source: str | None = field(default=None, compare=False, metadata={"internal": True})
 
 
@@ -337,7 +414,27 @@ def parse_yaml(text: str, source: str) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError("config", "a mapping with sections data, text, model, train",
                           type(raw).__name__, source)
+    _check_expanded_size(raw, source)
     return raw
+
+
+_MAX_VALUES = 100_000  # a full recipe holds about 60; aliases can make billions, or a cycle
+
+
+def _check_expanded_size(raw: dict, source: str) -> None:
+    """Refuse YAML whose aliases expand to a huge or endless structure ('a: &a [*a]',
+    "billion laughs"), which copying and checking the config would never finish."""
+    stack, count = [raw], 0
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > _MAX_VALUES:
+            raise ConfigError("config", f"at most {_MAX_VALUES} values with its aliases "
+                              "expanded", "more (a recursive or exponential alias?)", source)
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def config_from_dict(raw: dict, overrides=(), source: str | None = None,
@@ -409,7 +506,7 @@ def _build(cls, raw: Any, prefix: str, source: str | None):
 
 
 _NESTED = {"SplitConfig": SplitConfig, "DataConfig": DataConfig, "TextConfig": TextConfig,
-           "ModelConfig": ModelConfig, "TrainConfig": TrainConfig}
+           "ModelConfig": ModelConfig, "TrainConfig": TrainConfig, "TuneConfig": TuneConfig}
 
 
 def _resolve_paths(config: Config, base_dir: Path) -> Config:
@@ -483,9 +580,24 @@ def _check_devices_need_mirrored(config, raw, source):
                           list(config.train.devices), source)
 
 
+def _check_tree_rnn_sizes(config, raw, source):
+    """The rnn tree cell composes leaves' embedding rows directly: same width as states."""
+    model = config.model
+    if model.type == "treenet" and model.tree_cell == "rnn" and model.embedding_dim != model.units:
+        raise ConfigError("model.units", f"equal to model.embedding_dim ({model.embedding_dim}) "
+                          "for model.tree_cell rnn", model.units, source)
+
+
+def _check_tree_monitor(config, raw, source):
+    """A tree net logs val_loss, val_accuracy (roots) and val_all_nodes_accuracy only."""
+    if config.model.type == "treenet" and config.train.monitor == "val_macro_f1":
+        raise ConfigError("train.monitor", "val_loss or val_accuracy for model.type treenet",
+                          config.train.monitor, source)
+
+
 _CROSS_CHECKS = (_check_train_data_given, _check_split_fractions,
                  _check_model_options_match_type, _check_momentum, _check_tree_format,
-                 _check_devices_need_mirrored)
+                 _check_devices_need_mirrored, _check_tree_rnn_sizes, _check_tree_monitor)
 
 
 # --------------------------------------------------------------------------

@@ -467,9 +467,13 @@ def load_splits(data_config) -> Splits:
     test = load_data(data_config, "test") if data_config.test is not None else carved.get("test")
     label_map = LabelMap.from_labels(train.labels)
     # Only a given valid/test file can hold unseen labels (a carved split cannot): name it.
-    label_map.encode(valid.labels, f"data.valid {', '.join(data_config.valid or ())}")
-    if test is not None:
-        label_map.encode(test.labels, f"data.test {', '.join(data_config.test or ())}")
+    for what, part, paths in (("validation data", valid, data_config.valid),
+                              ("test data", test, data_config.test)):
+        try:
+            if part is not None:
+                label_map.encode(part.labels, what)
+        except DataError as exc:
+            raise DataError(str(exc), ", ".join(paths) if paths else None) from None
     return Splits(train, valid, test, label_map, indices, fingerprint)
 
 

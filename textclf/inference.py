@@ -41,6 +41,10 @@ def numpy_predictor(run: Run) -> Callable[[list[str]], np.ndarray]:
 
 
 def predictor(run: Run, engine: str) -> Callable[[list[str]], np.ndarray]:
+    if run.config.model.type == "treenet":  # lines are trees or raw text: textclf.tree_runs
+        from .tree_runs import TreePredictor
+
+        return TreePredictor(run, engine)
     return numpy_predictor(run) if engine == "numpy" else keras_predictor(run)
 
 
@@ -50,6 +54,10 @@ def evaluation_data(run: Run, data_paths: Sequence[str], split: str):
     was carved at training time, after checking that source is unchanged)."""
     from .data import load_data, read_data, split_fingerprint
 
+    if run.config.model.type == "treenet":  # a list of textclf.trees.Tree
+        from .tree_runs import tree_evaluation_data
+
+        return tree_evaluation_data(run, data_paths, split)
     cfg = run.config.data
     if data_paths:
         return read_data(list(data_paths), cfg.format, text_column=cfg.text_column,
@@ -74,6 +82,10 @@ def evaluate(run: Run, data, predict_proba, batch_size: int = 256,
     ``source`` (named in errors)."""
     from .evaluation import check_known_labels, classification_report
 
+    if run.config.model.type == "treenet":  # root report + all_nodes_accuracy
+        from .tree_runs import evaluate_tree_run
+
+        return evaluate_tree_run(run, data, predict_proba)
     if len(data) == 0:
         raise DataError("no examples to evaluate on")
     check_known_labels(data.labels, run.labels, source)

@@ -203,7 +203,8 @@ class TsvWriter:
     r"""Tab-separated rows under a header, one per record.
 
     Header: ``line<TAB>label<TAB>probability<TAB>top_k``, with an ``id`` column
-    after ``line`` when ``include_id`` is true. ``top_k`` is written as
+    after ``line`` when ``include_id`` is true, and an ``input`` column first
+    (the input file of the record) when ``include_input`` is. ``top_k`` is written as
     ``label:p,label:p``; probabilities have exactly 6 decimals. In ids and
     labels ``\``, tab, newline and CR are written ``\\``, ``\t``, ``\n``,
     ``\r``; inside ``top_k`` a comma in a label is also written ``\,`` so the
@@ -212,16 +213,21 @@ class TsvWriter:
     gives a valid file.
     """
 
-    def __init__(self, stream: IO[str], include_id: bool = False):
+    def __init__(self, stream: IO[str], include_id: bool = False, include_input: bool = False):
         self.stream = stream
         self.include_id = include_id
+        self.include_input = include_input  # several input files: a first column names each
         self.count = 0
         columns = ["line", "id", "label", "probability", "top_k"] if include_id else \
             ["line", "label", "probability", "top_k"]
+        if include_input:
+            columns.insert(0, "input")
         self.stream.write("\t".join(columns) + "\n")
 
     def write(self, record: dict) -> None:
         fields = [str(record["line"])]
+        if self.include_input:
+            fields.insert(0, tsv_escape(str(record["input"])))
         if self.include_id:
             ident = record.get("id")
             fields.append("" if ident is None else tsv_escape(str(ident)))
@@ -245,10 +251,11 @@ class TsvWriter:
 FORMATS = ("jsonl", "tsv")
 
 
-def make_writer(fmt: str, stream: IO[str], include_id: bool = False) -> JsonlWriter | TsvWriter:
+def make_writer(fmt: str, stream: IO[str], include_id: bool = False,
+                include_input: bool = False) -> JsonlWriter | TsvWriter:
     """The writer for ``fmt`` (one of :data:`FORMATS`) on ``stream``."""
     if fmt == "jsonl":
         return JsonlWriter(stream)
     if fmt == "tsv":
-        return TsvWriter(stream, include_id=include_id)
+        return TsvWriter(stream, include_id=include_id, include_input=include_input)
     raise ValueError(f"output format must be one of {', '.join(FORMATS)}; got {fmt!r}")

@@ -24,6 +24,9 @@ from .config import Config, config_from_dict, dump_config, parse_yaml
 from .distribute import is_chief
 from .errors import DataError, TextclfError, UsageError
 
+# The checkpoint of the last finished epoch. Epoch e writes state-<e>.keras,
+# non_trainable-<e>.npz (and best_weights-<e>.npz when best), then progress.json
+# naming them ("files"); checkpoints without "files" used these fixed names.
 STATE_FILE = "state.keras"  # model + optimizer at the end of the last finished epoch
 PROGRESS_FILE = "progress.json"  # that epoch, and the early-stopping bookkeeping
 BEST_FILE = "best_weights.npz"  # weights of the best epoch so far
@@ -389,10 +392,15 @@ def _train_as_worker(cfg: Config, target: Path, work: Path, progress: dict | Non
 
 
 def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -> None:
+    if cfg.model.type == "treenet":  # trees, not token ids: textclf.tree_runs
+        from .tree_runs import run_tree_training
+
+        return run_tree_training(cfg, target, work, progress)
     import keras
 
     from .evaluation import classification_report
     from .models import build_model, layers  # noqa: F401  layers: registers custom layers
+    from .artifact import refuse_code
     from .reference.export import export_numpy_weights
     from .text import load_embeddings
 
@@ -421,6 +429,7 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
     with strategy.scope():
         if progress is not None:
             files = checkpoint_files(progress)
+            refuse_code(work / CHECKPOINT_DIR / files["state"])  # clear message; safe_mode guards
             classifier = keras.models.load_model(work / CHECKPOINT_DIR / files["state"],
                                                  safe_mode=True)
             with np.load(work / CHECKPOINT_DIR / files["non_trainable"],
@@ -451,7 +460,7 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
     valid_batches = BatchSequence(data.sequences["valid"], data.label_ids["valid"], n_classes,
                                   cfg.train.batch_size, shuffle=False, fixed_length=fixed)
     callbacks, nan_stop = make_callbacks(cfg, work, progress)
-    callbacks.insert(0, _RewindBatches(train_batches, start_epoch))
+    callbacks.insert(0, rewind_batches_callback(train_batches, start_epoch))
     from .distribute import keras_multi_worker_fit
     started = time.perf_counter()
     # A run that stopped early before being finalised fits no more epochs, but fit
@@ -490,7 +499,7 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
     })
 
 
-def _RewindBatches(batches, start_epoch: int):
+def rewind_batches_callback(batches, start_epoch: int):
     """A callback putting ``batches`` back at ``start_epoch`` when training begins.
 
     Under a tf.distribute strategy ``fit`` draws one batch to build the model

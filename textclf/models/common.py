@@ -19,12 +19,15 @@ def token_embedding(cfg: ModelConfig, vocab_size: int, mask_zero: bool,
     ``pretrained`` (vocab_size, embedding_dim) replaces the random start
     (Kim's CNN-static when ``trainable`` is False, non-static otherwise).
     """
-    initializer = "uniform"
+    layer = keras.layers.Embedding(vocab_size, cfg.embedding_dim, mask_zero=mask_zero,
+                                   embeddings_initializer="uniform", trainable=trainable,
+                                   name="embedding")
     if pretrained is not None:
-        initializer = keras.initializers.Constant(pretrained)
-    return keras.layers.Embedding(vocab_size, cfg.embedding_dim, mask_zero=mask_zero,
-                                  embeddings_initializer=initializer, trainable=trainable,
-                                  name="embedding")
+        # Built and assigned here, not through a Constant initializer: that would
+        # write the whole matrix into the model's JSON config on every save.
+        layer.build((None, None))
+        layer.embeddings.assign(np.asarray(pretrained, dtype=layer.embeddings.dtype))
+    return layer
 
 
 def softmax_head(x, cfg: ModelConfig, n_classes: int, max_norm: float | None = None):

@@ -1,0 +1,110 @@
+"""The targets of project issue 7, checked against one run's numbers.
+
+Each target gives a row ``{"number", "target", "measured", "met"}`` (``met``
+None when it could not be measured). Ratios compare textclf with the naive
+model of the same architecture on BBC News, from the same ``make bench`` run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import Result, find, first_time_reaching  # noqa: E402
+
+
+
+
+def time_to_naive(result: Result, naive: Result | None) -> float | None:
+    """Seconds of training until ``result`` first reached the naive model's final
+    test accuracy: from its per-epoch curve, or its whole fit for the peers."""
+    if naive is None or naive.test_accuracy is None or result.test_accuracy is None:
+        return None
+    if result.curve:
+        return first_time_reaching(result.curve, naive.test_accuracy)
+    return result.train_seconds if result.test_accuracy >= naive.test_accuracy - 1e-9 else None
+
+
+def targets(results: list[Result], process: dict, memory: dict, reference: dict,
+            peak_gflops: float | None) -> list[dict]:
+    """The issue's targets, each with its measured ratio and whether it is met."""
+    rows = []
+
+    def row(number, target, measured, met):
+        rows.append({"number": number, "target": target, "measured": measured, "met": met})
+
+    for family, name in (("cnn", "CNN"), ("rnn", "RNN (LSTM)")):
+        tool, naive = find(results, "bbc", "textclf", family), find(results, "bbc", "naive", family)
+        if tool is None or naive is None:
+            row("1", f"{name} training ex/s >= 2x naive, accuracy >= naive", "not measured", None)
+            row("2", f"{name} time to naive accuracy <= 1/3 naive's", "not measured", None)
+            row("3", f"{name} bulk prediction >= 1.5x naive", "not measured", None)
+            continue
+        speed = tool.steady_ex_per_s / naive.steady_ex_per_s
+        better = tool.test_accuracy >= naive.test_accuracy
+        row("1", f"{name} training ex/s >= 2x naive, at equal or better test accuracy",
+            f"{speed:.2f}x ({tool.steady_ex_per_s:,.0f} vs {naive.steady_ex_per_s:,.0f} ex/s); "
+            f"accuracy {tool.test_accuracy:.2%} vs {naive.test_accuracy:.2%}",
+            speed >= 2.0 and better)
+        ours, theirs = time_to_naive(tool, naive), time_to_naive(naive, naive)
+        if ours is None or not theirs:
+            row("2", f"{name} time to naive accuracy <= 1/3 of naive's",
+                f"naive accuracy {naive.test_accuracy:.2%} not reached by textclf", False)
+        else:
+            row("2", f"{name} time to naive accuracy <= 1/3 of naive's",
+                f"{ours / theirs:.2f} ({ours:.1f} s vs {theirs:.1f} s to "
+                f"{naive.test_accuracy:.2%}; vs naive's whole fit of "
+                f"{naive.train_seconds:.1f} s: {ours / naive.train_seconds:.2f})",
+                ours / theirs <= 1 / 3)
+        ratio = tool.predict_docs_per_s / naive.predict_docs_per_s
+        row("3", f"{name} bulk prediction >= 1.5x naive",
+            f"{ratio:.2f}x ({tool.predict_docs_per_s:,.0f} vs {naive.predict_docs_per_s:,.0f} "
+            f"docs/s, {tool.predict_docs:,} docs)", ratio >= 1.5)
+
+    mem = [r for r in (memory or {}).get("rows", []) if "peak_rss_bytes" in r]
+    if len(mem) == 2:
+        ratio = mem[1]["peak_rss_bytes"] / mem[0]["peak_rss_bytes"]
+        row("4", f"predict peak RSS on {mem[1]['lines']:,} lines <= 1.2x that on "
+                 f"{mem[0]['lines']:,}",
+            f"{ratio:.3f} ({mem[1]['peak_rss_bytes'] / 2**20:,.0f} vs "
+            f"{mem[0]['peak_rss_bytes'] / 2**20:,.0f} MB)", ratio <= 1.2)
+    else:
+        row("4", "predict peak RSS on a long input <= 1.2x that on a short one",
+            "not measured", None)
+
+    helped = (process or {}).get("help") or {}
+    if "median_s" in helped:
+        row("5", "`textclf --help` under 0.3 s, whole process",
+            f"{helped['median_s']:.3f} s median of {helped['runs']} (best {helped['min_s']:.3f})",
+            helped["median_s"] < 0.3)
+    else:
+        row("5", "`textclf --help` under 0.3 s, whole process", "not measured", None)
+
+    rnn = find(results, "bbc", "textclf", "rnn")
+    flops = (rnn.flops.get("train") or {}) if rnn else {}
+    if peak_gflops and flops.get("executed_gflop_per_s"):
+        share = flops["executed_gflop_per_s"] / peak_gflops
+        row("6", "LSTM training at >= 50% of the float32 matmul peak",
+            f"{share:.0%} executed ({flops['executed_gflop_per_s']:.1f} of {peak_gflops:.1f} "
+            f"GFLOP/s); useful {flops['useful_gflop_per_s'] / peak_gflops:.0%}", share >= 0.5)
+    else:
+        row("6", "LSTM training at >= 50% of the float32 matmul peak", "not measured", None)
+    row("7", "the same benchmark in GPU mode", "not run here (`--gpu` on a GPU machine)", None)
+
+    ratios = (reference or {}).get("ratios") or {}
+    if ratios:
+        best = min(ratios.values())
+        row("-", "NumPy LSTM forward+backward within 3x of tf.GradientTape",
+            ", ".join(f"numpy/{k} = {v:.2f}" for k, v in ratios.items()), best <= 3.0)
+    else:
+        row("-", "NumPy LSTM forward+backward within 3x of tf.GradientTape",
+            (reference or {}).get("error", "not measured"), None)
+    return rows
+
+
+def counterpart(results: list[Result], result: Result) -> Result | None:
+    """The naive model a row is compared with: same family, or the TextCNN for peers."""
+    family = result.family if result.family in ("cnn", "rnn") else "cnn"
+    return find(results, result.dataset, "naive", family)
