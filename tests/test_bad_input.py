@@ -477,12 +477,7 @@ def test_ten_megabyte_line_predicts(run_dir, tmp_path):
 TREES = "(3 (2 a) (4 (2 good) (3 film)))\n(1 (2 a) (0 (1 bad) (2 film)))\n"
 
 
-@pytest.mark.parametrize("variant", [
-    "crlf",
-    pytest.param("bom", marks=pytest.mark.xfail(
-        reason="textclf.trees.read_trees opens files as utf-8, not utf-8-sig, so a leading "
-               "BOM is read as a word (reported to the owner of textclf/trees.py)")),
-])
+@pytest.mark.parametrize("variant", ["crlf", "bom"])
 def test_tree_files_with_crlf_and_bom_read_like_plain_files(tmp_path, variant):
     from textclf.data import read_data
 

@@ -13,10 +13,12 @@ Example counts are fixed by ``settings`` below (``EXAMPLES`` per fuzz test,
 
 from __future__ import annotations
 
+import atexit
 import csv
 import gzip
 import io
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -50,7 +52,10 @@ any_bytes = st.one_of(
     fragments.map(lambda b: gzip.compress(b)[: max(2, len(gzip.compress(b)) // 2)]),
 )
 
+# One scratch folder, rewritten by every example (a function-scoped tmp_path would be
+# shared by all of hypothesis' examples anyway, which it warns about).
 _DIR = Path(tempfile.mkdtemp(prefix="textclf-properties-"))
+atexit.register(shutil.rmtree, _DIR, True)
 
 
 def _file(content: bytes, name: str = "input") -> Path:

@@ -98,13 +98,13 @@ def test_read_trees_reports_the_failing_line(tmp_path):
 def test_read_trees_rejects_undecodable_bytes(tmp_path):
     path = tmp_path / "latin.txt"
     path.write_bytes("(3 (2 caf\xe9) (3 ok))\n".encode("latin-1"))
-    with pytest.raises(DataError, match=rf"^{path}:1: not valid utf-8 text"):
+    with pytest.raises(DataError, match=rf"^{path}:1: expected utf-8 text, found byte 0xe9"):
         read_trees(path)
     assert read_trees(path, encoding="latin-1")[0].tokens == ("caf\xe9", "ok")
 
 
 def test_read_trees_missing_file(tmp_path):
-    with pytest.raises(DataError, match="missing.txt: cannot read"):
+    with pytest.raises(DataError, match="missing.txt: no such file"):
         read_trees(tmp_path / "missing.txt")
 
 

@@ -423,9 +423,9 @@ def format_tree_check(report: dict, trees: Sequence[Tree]) -> str:
              "float64 NumPy reference; ok when |tf - ref| <= atol + rtol |ref|",
              "(node vectors, probabilities: atol = rtol = 1e-05; loss summed over labelled "
              "nodes and its gradients: atol 1e-05, rtol 1e-04)",
-             f"{'quantity':<{width}}  {'max abs diff':>12}  {'relative':>9}"]
+             f"{'quantity':<{width}}  {'max abs diff':>12}  {'elementwise rel':>15}"]
     for name, d in report.items():
-        lines.append(f"{name:<{width}}  {d['max_abs']:12.3e}  {d['max_rel']:9.2e}"
+        lines.append(f"{name:<{width}}  {d['max_abs']:12.3e}  {d['max_rel']:15.2e}"
                      f"{'' if d['ok'] else '  EXCEEDS TOLERANCE'}")
     failed = [name for name, d in report.items() if not d["ok"]]
     lines.append("OK: Keras and NumPy agree" if not failed else

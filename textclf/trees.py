@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .readers import decoded_lines
 
 FINE_LABELS = ("0", "1", "2", "3", "4")  # very negative .. very positive
 BINARY_LABELS = ("0", "1")  # negative (0-1), positive (3-4); as in SST-2's stsa.binary files
@@ -248,30 +249,22 @@ def read_trees(paths: str | Path | Sequence[str | Path], encoding: str = "utf-8"
         paths = [paths]
     trees: list[Tree] = []
     for path in paths:
-        try:
-            handle = open(path, encoding=encoding, newline="")  # noqa: SIM115 (closed below)
-        except OSError as exc:
-            raise DataError(f"cannot read: {exc.strerror}", path) from None
-        with handle:
-            lineno = 0
+        # The shared line reader brings gzip, BOM, NUL-byte and encoding errors
+        # with file:line, as for every other format.
+        for lineno, line in decoded_lines(path, encoding):
+            if not line.strip():
+                continue
             try:
-                for lineno, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        tree = parse_tree(line, path, lineno)
-                    except DataError:
-                        if on_bad_line == "skip":
-                            continue
-                        raise
-                    if labels == "binary":
-                        if tree.root_label == 2:
-                            continue
-                        tree = tree.with_labels(binarize_labels(tree.labels))
-                    trees.append(tree)
-            except UnicodeDecodeError as exc:
-                raise DataError(f"not valid {encoding} text ({exc.reason}); "
-                                "set data.encoding", path, lineno + 1) from None
+                tree = parse_tree(line, path, lineno)
+            except DataError:
+                if on_bad_line == "skip":
+                    continue
+                raise
+            if labels == "binary":
+                if tree.root_label == 2:
+                    continue
+                tree = tree.with_labels(binarize_labels(tree.labels))
+            trees.append(tree)
     return trees
 
 
