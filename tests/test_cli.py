@@ -190,3 +190,21 @@ def test_check_agrees_and_catches_a_tampered_weight(runner, trained_run, tmp_pat
     result = runner.invoke(cli, ["check", str(tampered), "--n", "16"])
     assert result.exit_code == 1
     assert "disagree beyond tolerance" in result.output
+
+
+def test_tokens_with_line_breaking_characters_do_not_break_the_saved_model(runner, tmp_path):
+    """Keras reads a vocabulary back with splitlines(): U+0085, U+2028 must stay out."""
+    lines = []
+    for i in range(60):
+        label = "a" if i % 2 else "b"
+        word = "alpha" if label == "a" else "beta"
+        lines.append(f"{label}\t{word} x\u0085y \u2028 z\x0cw {word}\n")
+    (tmp_path / "train.tsv").write_text("".join(lines), encoding="utf-8")
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  train: train.tsv\n  format: tsv\n"
+                      "model:\n  type: cnn\n  embedding_dim: 4\n  filters: 2\n"
+                      "train:\n  epochs: 1\n  verbose: quiet\n", encoding="utf-8")
+    assert invoke(runner, "train", "-c", config, "-o", tmp_path / "run").exit_code == 0
+    result = invoke(runner, "predict", tmp_path / "run", "-", input="alpha x\u0085y\n")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["label"] in ("a", "b")

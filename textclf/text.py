@@ -52,10 +52,22 @@ def build_vectorizer(cfg: TextConfig, train_texts: Sequence[str]):
         ids = counting(batch).flat_values.numpy()
         counts += np.bincount(ids, minlength=len(full_vocabulary))
     kept = [token for token, count in zip(full_vocabulary[2:], counts[2:])
-            if count >= cfg.min_count][: cfg.max_tokens - 2]
+            if count >= cfg.min_count and is_line_safe(token)][: cfg.max_tokens - 2]
     vectorizer = keras.layers.TextVectorization(**options)
     vectorizer.set_vocabulary(kept)
     return vectorizer
+
+
+def is_line_safe(token: str) -> bool:
+    """False for tokens holding a character that ``str.splitlines`` breaks on.
+
+    Keras stores a vocabulary as one token per line and reads it back with
+    ``splitlines()``, which also splits on U+0085, U+2028, form feeds and the
+    like: one such token (MR's Latin-1 text has U+0085 in it) and the saved
+    model no longer loads. Such tokens are left out of the vocabulary, so they
+    read as out-of-vocabulary.
+    """
+    return token.splitlines() == [token]
 
 
 def vectorize(vectorizer, texts: Sequence[str], max_length: int,
