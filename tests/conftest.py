@@ -52,14 +52,35 @@ def tiny_tsv(tmp_path) -> Path:
     return write_topic_tsv(tmp_path / "train.tsv", 240)
 
 
+TINY_RECIPE = (
+    "data:\n  train: train.tsv\n  format: tsv\n"
+    "text:\n  max_tokens: 100\n  max_length: 30\n"
+    "model:\n  type: cnn\n  embedding_dim: 16\n  filters: 8\n  kernel_sizes: [2, 3]\n"
+    "train:\n  epochs: {epochs}\n  batch_size: 16\n  learning_rate: 0.01\n  verbose: quiet\n")
+
+
+def train_tiny_run(folder: Path, epochs: int = 4, extra_train: str = "", args=()):
+    """Train the tiny CNN recipe on fresh topic data in ``folder``.
+
+    ``extra_train`` is appended to the ``train`` section (indented YAML lines).
+    Returns ``(run_dir, click result)``.
+    """
+    from click.testing import CliRunner
+
+    from textclf.cli import cli
+
+    write_topic_tsv(folder / "train.tsv", 240)
+    config = folder / "tiny.yaml"
+    config.write_text(TINY_RECIPE.format(epochs=epochs) + extra_train, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train", "-c", str(config), "-o", str(folder / "run"),
+                                      *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return folder / "run", result
+
+
 @pytest.fixture
 def tiny_config(tmp_path, tiny_tsv) -> Path:
     """A fast CNN recipe over ``tiny_tsv`` (valid/test carved from it)."""
     path = tmp_path / "tiny.yaml"
-    path.write_text(
-        "data:\n  train: train.tsv\n  format: tsv\n"
-        "text:\n  max_tokens: 100\n  max_length: 30\n"
-        "model:\n  type: cnn\n  embedding_dim: 16\n  filters: 8\n  kernel_sizes: [2, 3]\n"
-        "train:\n  epochs: 4\n  batch_size: 16\n  learning_rate: 0.01\n  verbose: quiet\n",
-        encoding="utf-8")
+    path.write_text(TINY_RECIPE.format(epochs=4), encoding="utf-8")
     return path

@@ -20,23 +20,10 @@ def invoke(runner, *args, input=None):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """One tiny CNN run shared by the read-only tests of this module."""
-    from click.testing import CliRunner
+    from conftest import train_tiny_run
 
-    from conftest import write_topic_tsv
-
-    folder = tmp_path_factory.mktemp("run")
-    write_topic_tsv(folder / "train.tsv", 240)
-    config = folder / "tiny.yaml"
-    config.write_text(
-        "data:\n  train: train.tsv\n  format: tsv\n"
-        "text:\n  max_tokens: 100\n  max_length: 30\n"
-        "model:\n  type: cnn\n  embedding_dim: 16\n  filters: 8\n  kernel_sizes: [2, 3]\n"
-        "train:\n  epochs: 6\n  batch_size: 16\n  learning_rate: 0.01\n  verbose: quiet\n",
-        encoding="utf-8")
-    result = CliRunner().invoke(cli, ["train", "-c", str(config), "-o", str(folder / "run")],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return folder / "run"
+    run, _ = train_tiny_run(tmp_path_factory.mktemp("run"), epochs=6)
+    return run
 
 
 def test_run_directory_is_complete(trained_run):

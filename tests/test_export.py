@@ -23,23 +23,10 @@ TEXTS = ["goal match team win", "", "stock market profit bank", "computer chip s
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny CNN run, and what ``train --json`` printed for it."""
-    from click.testing import CliRunner
+    from conftest import train_tiny_run
 
-    from conftest import write_topic_tsv
-
-    folder = tmp_path_factory.mktemp("export")
-    write_topic_tsv(folder / "train.tsv", 240)
-    config = folder / "tiny.yaml"
-    config.write_text(
-        "data:\n  train: train.tsv\n  format: tsv\n"
-        "text:\n  max_tokens: 100\n  max_length: 30\n"
-        "model:\n  type: cnn\n  embedding_dim: 16\n  filters: 8\n  kernel_sizes: [2, 3]\n"
-        "train:\n  epochs: 3\n  batch_size: 16\n  learning_rate: 0.01\n  verbose: quiet\n",
-        encoding="utf-8")
-    result = CliRunner().invoke(cli, ["train", "-c", str(config), "-o", str(folder / "run"),
-                                      "--json"])
-    assert result.exit_code == 0, result.output
-    return folder / "run", result.stdout
+    run, result = train_tiny_run(tmp_path_factory.mktemp("export"), epochs=3, args=["--json"])
+    return run, result.stdout
 
 
 def predictions(runner, run: Path, path: Path) -> list[dict]:

@@ -21,23 +21,12 @@ HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A tiny CNN run, with TensorBoard logs when the package is installed."""
-    from click.testing import CliRunner
+    from conftest import train_tiny_run
 
-    from conftest import write_topic_tsv
-
-    folder = tmp_path_factory.mktemp("report")
-    write_topic_tsv(folder / "train.tsv", 240)
-    config = folder / "tiny.yaml"
-    config.write_text(
-        "data:\n  train: train.tsv\n  format: tsv\n"
-        "text:\n  max_tokens: 100\n  max_length: 30\n"
-        "model:\n  type: cnn\n  embedding_dim: 16\n  filters: 8\n  kernel_sizes: [2, 3]\n"
-        "train:\n  epochs: 3\n  batch_size: 16\n  learning_rate: 0.01\n  verbose: quiet\n"
-        f"  monitor: val_accuracy\n  tensorboard: {str(HAVE_TENSORBOARD).lower()}\n",
-        encoding="utf-8")
-    result = CliRunner().invoke(cli, ["train", "-c", str(config), "-o", str(folder / "run")])
-    assert result.exit_code == 0, result.output
-    return folder / "run"
+    run, _ = train_tiny_run(tmp_path_factory.mktemp("report"), epochs=3,
+                            extra_train="  monitor: val_accuracy\n"
+                                        f"  tensorboard: {str(HAVE_TENSORBOARD).lower()}\n")
+    return run
 
 
 def read_png(path: Path) -> np.ndarray:

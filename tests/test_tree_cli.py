@@ -52,7 +52,8 @@ def write_config(folder, *data_lines: str):
     path = folder / "tiny_tree.yaml"
     path.write_text("\n".join([
         "data:", "  train: train.txt", "  format: ptb_trees", "  tree_labels: binary",
-        *data_lines, "model:", "  type: treenet", "  embedding_dim: 8", "  units: 8", "  dropout: 0.1",
+        *data_lines,
+        "model:", "  type: treenet", "  embedding_dim: 8", "  units: 8", "  dropout: 0.1",
         "train:", "  epochs: 4", "  batch_size: 16", "  learning_rate: 0.02",
         "  monitor: val_accuracy", "  verbose: quiet", ""]), encoding="utf-8")
     return path
@@ -224,8 +225,8 @@ def test_interrupted_tree_training_resumes_to_the_same_result(runner, tmp_path, 
     (["model.tree_cell=rnn", "model.units=6"],
      "model.units must be equal to model.embedding_dim (8) for model.tree_cell rnn; got 6"),
     (["train.monitor=val_macro_f1"],
-     "train.monitor must be val_loss or val_accuracy for model.type treenet; "
-     "got 'val_macro_f1'"),
+     ("train.monitor must be val_loss or val_accuracy for model.type treenet; "
+      "got 'val_macro_f1'")),
 ])
 def test_treenet_config_cross_checks(runner, tmp_path, overrides, message):
     config = write_config(tmp_path)

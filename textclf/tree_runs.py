@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -419,10 +419,10 @@ def check_tree_run(run: Run, data_paths: Sequence[str], split: str, count: int,
 def format_tree_check(report: dict, trees: Sequence[Tree]) -> str:
     """A plain-text table of :func:`compare_with_reference`'s report, ending with the verdict."""
     width = max([len(name) for name in report] + [13])
-    lines = [f"{len(trees)} trees ({sum(t.n_nodes for t in trees)} nodes), float32 Keras vs "
-             "float64 NumPy reference; ok when |tf - ref| <= atol + rtol |ref|",
-             "(node vectors, probabilities: atol = rtol = 1e-05; loss summed over labelled "
-             "nodes and its gradients: atol 1e-05, rtol 1e-04)",
+    lines = [(f"{len(trees)} trees ({sum(t.n_nodes for t in trees)} nodes), float32 Keras vs "
+              "float64 NumPy reference; ok when |tf - ref| <= atol + rtol |ref|"),
+             ("(node vectors, probabilities: atol = rtol = 1e-05; loss summed over labelled "
+              "nodes and its gradients: atol 1e-05, rtol 1e-04)"),
              f"{'quantity':<{width}}  {'max abs diff':>12}  {'elementwise rel':>15}"]
     for name, d in report.items():
         lines.append(f"{name:<{width}}  {d['max_abs']:12.3e}  {d['max_rel']:15.2e}"
