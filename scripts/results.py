@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_RECIPES = ["bbc_cnn", "bbc_rnn", "mr_cnn", "sst2_cnn", "sst2_rnn", "zh_shopping_cnn"]
+DEFAULT_RECIPES = ["bbc_cnn", "bbc_rnn", "mr_cnn", "sst2_cnn", "sst2_rnn", "zh_shopping_cnn",
+                   "sst2_treenet", "sst5_treenet"]
 
 
 def train(recipe: str, runs: Path) -> Path | None:
@@ -79,7 +80,9 @@ def engines_agree(run_dir: Path) -> str:
 
     from textclf.artifact import open_run
     from textclf.inference import evaluation_data, keras_predictor, numpy_predictor
+    from textclf.runtime import import_tensorflow
 
+    import_tensorflow()
     run = open_run(run_dir)
     texts = evaluation_data(run, [], "test").texts
     keras_p, numpy_p = keras_predictor(run), numpy_predictor(run)
@@ -113,6 +116,14 @@ def main() -> None:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         info = json.loads((run_dir / "run.json").read_text())
         test = metrics["test"]
+        if info["model_type"] == "treenet":
+            epochs = info.get("epoch_seconds") or [0]
+            rows.append(f"| `{recipe}` | {info['examples']['train']}/{info['examples']['valid']}/"
+                        f"{info['examples']['test']} | **{test['accuracy']:.2%}** (root) | "
+                        f"{test['macro']['f1']:.4f} | {info['train_seconds']:.0f} s "
+                        f"({sum(epochs) / len(epochs):.0f} s/epoch) | | all nodes "
+                        f"{test['all_nodes_accuracy']:.2%} |")
+            continue
         baseline = svm_baseline(run_dir)
         svm = (f"{baseline['accuracy']:.2%} (TF-IDF {baseline['features']} + LinearSVC)"
                if baseline else "")
