@@ -84,3 +84,25 @@ def tiny_config(tmp_path, tiny_tsv) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_RECIPE.format(epochs=4), encoding="utf-8")
     return path
+
+
+def stop_after_epoch(monkeypatch, epoch: int):
+    """Make the next training raise KeyboardInterrupt (as Ctrl-C would) at the end of
+    epoch ``epoch`` (0-based). Returns a function that undoes the patch."""
+    from textclf import training
+
+    original = training.make_callbacks
+
+    def with_interrupt(cfg, work, progress):
+        import keras
+
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_end(self, finished, logs=None):
+                if finished == epoch:
+                    raise KeyboardInterrupt
+
+        callbacks, nan_stop = original(cfg, work, progress)
+        return callbacks + [Interrupt()], nan_stop
+
+    monkeypatch.setattr(training, "make_callbacks", with_interrupt)
+    return lambda: monkeypatch.setattr(training, "make_callbacks", original)

@@ -126,32 +126,19 @@ def test_help_does_not_import_tensorflow():
 def test_interrupted_training_resumes_to_the_same_result(runner, tmp_path, tiny_config,
                                                          monkeypatch):
     """Stop after epoch 2 (as Ctrl-C would), resume, and match an uninterrupted run."""
-    from textclf import training
+    from conftest import stop_after_epoch
 
     overrides = ["--set", "train.deterministic=true", "--set", "train.patience=null"]
     whole = invoke(runner, "train", "-c", tiny_config, "-o", tmp_path / "whole", *overrides)
     assert whole.exit_code == 0, whole.output
 
-    original = training.make_callbacks
-
-    def interrupting_callbacks(cfg, work, progress):
-        import keras
-
-        class Interrupt(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                if epoch == 1:
-                    raise KeyboardInterrupt
-
-        callbacks, nan_stop = original(cfg, work, progress)
-        return callbacks + [Interrupt()], nan_stop
-
-    monkeypatch.setattr(training, "make_callbacks", interrupting_callbacks)
+    undo = stop_after_epoch(monkeypatch, 1)
     target = tmp_path / "resumed"
     stopped = runner.invoke(cli, ["train", "-c", str(tiny_config), "-o", str(target), *overrides])
     assert stopped.exit_code == 1
     assert f"textclf train --resume {target}" in stopped.output
     assert not target.exists(), "an unfinished run must not look like a run"
-    monkeypatch.setattr(training, "make_callbacks", original)
+    undo()
 
     resumed = invoke(runner, "train", "--resume", target)
     assert resumed.exit_code == 0, resumed.output

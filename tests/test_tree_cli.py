@@ -184,7 +184,7 @@ def test_export_refuses_a_tree_run(runner, tree_run, tmp_path):
 
 def test_interrupted_tree_training_resumes_to_the_same_result(runner, tmp_path, monkeypatch):
     """Stop after epoch 2 (as Ctrl-C would), resume, and match an uninterrupted run."""
-    from textclf import training
+    from conftest import stop_after_epoch
 
     write_trees(tmp_path / "train.txt", 240, seed=2)  # valid and test both carved
     config = write_config(tmp_path)
@@ -193,26 +193,13 @@ def test_interrupted_tree_training_resumes_to_the_same_result(runner, tmp_path, 
     whole = invoke(runner, "train", "-c", config, "-o", tmp_path / "whole", *overrides)
     assert whole.exit_code == 0, whole.output
 
-    original = training.make_callbacks
-
-    def interrupting_callbacks(cfg, work, progress):
-        import keras
-
-        class Interrupt(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                if epoch == 1:
-                    raise KeyboardInterrupt
-
-        callbacks, nan_stop = original(cfg, work, progress)
-        return callbacks + [Interrupt()], nan_stop
-
-    monkeypatch.setattr(training, "make_callbacks", interrupting_callbacks)
+    undo = stop_after_epoch(monkeypatch, 1)
     target = tmp_path / "resumed"
     stopped = runner.invoke(cli, ["train", "-c", str(config), "-o", str(target), *overrides])
     assert stopped.exit_code == 1
     assert f"textclf train --resume {target}" in stopped.output
     assert not target.exists(), "an unfinished run must not look like a run"
-    monkeypatch.setattr(training, "make_callbacks", original)
+    undo()
 
     resumed = invoke(runner, "train", "--resume", target)
     assert resumed.exit_code == 0, resumed.output
