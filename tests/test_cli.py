@@ -182,3 +182,14 @@ def test_tokens_with_line_breaking_characters_do_not_break_the_saved_model(runne
     result = invoke(runner, "predict", tmp_path / "run", "-", input="alpha x\u0085y\n")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["label"] in ("a", "b")
+
+
+def test_evaluate_refuses_to_rebuild_a_split_from_changed_data(runner, tmp_path):
+    from conftest import train_tiny_run, write_topic_tsv
+
+    run, _ = train_tiny_run(tmp_path, epochs=1)
+    write_topic_tsv(tmp_path / "train.tsv", 240, seed=99)  # the source changes under the run
+    result = runner.invoke(cli, ["evaluate", str(run)])
+    assert result.exit_code == 2
+    assert "train.tsv: expected the training data the run's test split was carved from" in \
+        result.output

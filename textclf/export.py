@@ -16,11 +16,10 @@ SavedModel. TensorFlow Serving wants a numbered version folder
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from .artifact import Run
+from .atomic import atomic_directory
 from .errors import UsageError
 
 SIGNATURE = "serving_default"
@@ -53,16 +52,8 @@ def export_saved_model(run: Run, out_dir: str | os.PathLike, force: bool = False
     archive.track(model)  # the vectoriser's lookup table must be tracked explicitly
     archive.add_endpoint(SIGNATURE, serve,
                          input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
-    try:
+    with atomic_directory(out, force) as build:
         archive.write_out(str(build), verbose=False)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(build, out)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
     return {"format": "saved_model", "path": str(out), "run_dir": str(run.path),
             "signature": SIGNATURE, "inputs": {"text": "string (batch,)"},
             "outputs": {"label": "string (batch,)", "label_id": "int32 (batch,)",

@@ -52,7 +52,7 @@ def evaluation_data(run: Run, data_paths: Sequence[str], split: str):
     """Examples to evaluate on: DATA files read with the run's data options, or the
     run's own ``valid``/``test`` split (re-carved from the training source when it
     was carved at training time, after checking that source is unchanged)."""
-    from .data import load_data, read_data, split_fingerprint
+    from .data import load_data, read_data, reload_carved
 
     if run.config.model.type == "treenet":  # a list of textclf.trees.Tree
         from .tree_runs import tree_evaluation_data
@@ -68,12 +68,8 @@ def evaluation_data(run: Run, data_paths: Sequence[str], split: str):
     record = run.split()
     if record is None or not record.get(split):
         raise UsageError(f"{run.path} has no {split} split; pass DATA to evaluate on")
-    source = load_data(cfg, "train")
-    if split_fingerprint(source.texts, source.labels) != record["fingerprint"]:
-        raise DataError("the training source changed since this run was trained, so its "
-                        f"{split} split cannot be rebuilt; pass DATA explicitly",
-                        ", ".join(record["source"]))
-    return source.take(np.asarray(record[split], dtype=np.int64))
+    return reload_carved(cfg, np.asarray(record[split], dtype=np.int64),
+                         record["fingerprint"], split)
 
 
 def evaluate(run: Run, data, predict_proba, batch_size: int = 256,
