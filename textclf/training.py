@@ -23,6 +23,7 @@ from .artifact import (CHECKPOINT_DIR, FORMAT_VERSION, MODEL_FILE, finalize, par
 from .config import Config, config_from_dict, dump_config, parse_yaml
 from .distribute import is_chief
 from .errors import DataError, TextclfError, UsageError
+from .optimizers import make_optimizer
 
 # The checkpoint of the last finished epoch. Epoch e writes state-<e>.keras,
 # non_trainable-<e>.npz (and best_weights-<e>.npz when best), then progress.json
@@ -51,24 +52,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-
-
-def make_optimizer(cfg):
-    """The configured optimizer with clipping (TrainConfig -> keras optimizer)."""
-    import keras
-
-    clip = {}
-    if cfg.clipnorm is not None:
-        clip["clipnorm"] = cfg.clipnorm
-    if cfg.clipvalue is not None:
-        clip["clipvalue"] = cfg.clipvalue
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(cfg.learning_rate, **clip)
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(cfg.learning_rate, momentum=cfg.momentum, **clip)
-    if cfg.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(cfg.learning_rate, momentum=cfg.momentum, **clip)
-    return keras.optimizers.Adagrad(cfg.learning_rate, **clip)
 
 
 def compile_classifier(model, cfg: Config) -> None:

@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from ..config import Config, ModelConfig, TrainConfig
 from ..errors import ConfigError
+from ..optimizers import make_optimizer
 from ..trees import MODEL_INPUTS, Tree, TreeVocab, trees_to_batch
 
 # ---------------------------------------------------------------- layers
@@ -321,19 +322,6 @@ def build_treenet(cfg: ModelConfig, vocab_size: int, n_classes: int,
     if pretrained is not None:
         model.embedding.embeddings.assign(np.asarray(pretrained, dtype=model.embedding.dtype))
     return model
-
-
-def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
-    options = {"learning_rate": cfg.learning_rate}
-    if cfg.clipnorm:
-        options["clipnorm"] = cfg.clipnorm
-    if cfg.clipvalue:
-        options["clipvalue"] = cfg.clipvalue
-    if cfg.optimizer in ("sgd", "rmsprop"):
-        options["momentum"] = cfg.momentum
-    return {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
-            "rmsprop": keras.optimizers.RMSprop,
-            "adagrad": keras.optimizers.Adagrad}[cfg.optimizer](**options)
 
 
 def compile_treenet(model: TreeNet, cfg: TrainConfig, optimizer=None) -> TreeNet:
