@@ -53,7 +53,7 @@ DATASETS = {
     "imdb": {"title": "IMDB", "cnn": "configs/imdb_cnn.yaml", "rnn": "configs/imdb_rnn.yaml",
              "needs": SHARED_DATA / "imdb"},
 }
-SKIPPABLE = ("peers", "process", "memory", "ablation", "reference")
+SKIPPABLE = ("peers", "process", "memory", "ablation", "reference", "lstm")
 
 
 @dataclass
@@ -485,28 +485,70 @@ def memory_check(settings: Settings, results: list[Result]) -> dict:
 # --------------------------------------------------------------------------
 
 
+def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
+    """The shipped recipe, then each training lever flipped alone.
+
+    A lever the recipe uses is turned off (what it buys), one it leaves off
+    is turned on (what it would buy): bucketing, textclf's fused LSTM loop,
+    batch 32 <-> 64, bfloat16 mixed precision (and float16 on a GPU).
+    """
+    from textclf.config import load_config
+
+    train = load_config(recipe).train
+    model = load_config(recipe).model
+    variants = [{"name": "shipped", "overrides": []}]
+    if train.bucketing:
+        variants.append({"name": "bucketing off", "overrides": ["train.bucketing=false"]})
+    if family == "rnn" and model.cell == "lstm" and model.cpu_loop == "auto":
+        variants.append({"name": "Keras LSTM loop", "overrides": ["model.cpu_loop=keras"]})
+    other_batch = 64 if train.batch_size != 64 else 32
+    variants.append({"name": f"batch {other_batch}",
+                     "overrides": [f"train.batch_size={other_batch}"]})
+    if train.mixed_precision == "none":
+        variants.append({"name": "mixed_bfloat16",
+                         "overrides": ["train.mixed_precision=mixed_bfloat16"]})
+    else:
+        variants.append({"name": "float32 (no mixed precision)",
+                         "overrides": ["train.mixed_precision=none"]})
+    if gpu:
+        variants.append({"name": "mixed_float16",
+                         "overrides": ["train.mixed_precision=mixed_float16"]})
+    return variants
+
+
 def ablation(settings: Settings) -> list[dict]:
     """Each of textclf's training levers alone, steady-state ex/s on BBC."""
     if "bbc" not in settings.datasets:
         return []
-    variants = [{"name": "shipped", "overrides": []},
-                {"name": "bucketing off", "overrides": ["train.bucketing=false"]},
-                {"name": "batch 64", "overrides": ["train.batch_size=64"]},
-                {"name": "mixed_bfloat16", "overrides": ["train.mixed_precision=mixed_bfloat16"]}]
-    if settings.gpu:
-        variants.append({"name": "mixed_float16",
-                         "overrides": ["train.mixed_precision=mixed_float16"]})
-    if settings.quick:  # the code paths only: the baseline and the global dtype policy
-        variants = [v for v in variants if v["name"] in ("shipped", "mixed_bfloat16")]
     out = []
     for family in ("cnn", "rnn"):
-        spec = {"name": f"ablation_bbc_{family}", "recipe": str(ROOT / DATASETS["bbc"][family]),
+        recipe = ROOT / DATASETS["bbc"][family]
+        variants = lever_variants(recipe, family, settings.gpu)
+        if settings.quick:  # the code paths only: the baseline and one dtype switch
+            variants = variants[:1] + variants[-1:]
+        spec = {"name": f"ablation_bbc_{family}", "recipe": str(recipe),
                 "overrides": settings.data_overrides["bbc"] + ["train.verbose=epoch"],
                 "epochs": settings.ablation_epochs, "variants": variants}
         raw = run_worker(settings, "bench_textclf.py", "ablation", spec)
         raw["family"] = family
         out.append(raw)
     return out
+
+
+def lstm_layer_check(settings: Settings) -> dict:
+    """scripts/bench_lstm.py (one LSTM layer: Keras' CPU loop vs FusedLSTM)."""
+    log = settings.workdir / "logs" / "bench_lstm.log"
+    say("lstm: scripts/bench_lstm.py")
+    options = ["--repeats", "2", "--steps", "50"] if settings.quick else []
+    done = run_process([sys.executable, str(SCRIPTS / "bench_lstm.py"), *options], log,
+                       child_env(settings.gpu))
+    text = log.read_text(encoding="utf-8", errors="replace")
+    lines = [line.rstrip() for line in text.splitlines()
+             if line.startswith("LSTM layer") or line.startswith("  batch")]
+    result = {"returncode": done.returncode, "lines": lines, "seconds": done.seconds}
+    if done.returncode != 0 or not lines:
+        result["error"] = f"exit {done.returncode}: {done.tail(3)[-300:]}"
+    return result
 
 
 def reference_check(settings: Settings) -> dict:
@@ -587,6 +629,7 @@ def run_all(settings: Settings) -> dict:
     memory = memory_check(settings, results) if "memory" not in settings.skip else {}
     ablations = ablation(settings) if "ablation" not in settings.skip else []
     reference = reference_check(settings) if "reference" not in settings.skip else {}
+    lstm_layer = lstm_layer_check(settings) if "lstm" not in settings.skip else {}
     say("matmul peak again")
     peaks["end"] = peak_of(settings)
     machine["load_end"] = os.getloadavg()
@@ -601,7 +644,7 @@ def run_all(settings: Settings) -> dict:
                      for k, v in DATASETS.items()}, "peaks": peaks,
         "peak_gflops": peak, "results": [r.to_dict() for r in results], "skipped": skipped,
         "process": process, "memory": memory, "ablation": ablations,
-        "reference": reference,
+        "reference": reference, "lstm_layer": lstm_layer,
         "targets": targets(results, process, memory, reference, peak),
     }
 

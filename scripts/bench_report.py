@@ -57,6 +57,7 @@ def render(report: dict) -> str:
     out += targets_section(report["targets"])
     out += ablation_section(report.get("ablation") or [], results, peak, peaks)
     out += process_section(report.get("process") or {}, report.get("memory") or {})
+    out += lstm_layer_section(report.get("lstm_layer") or {})
     out += reference_section(report.get("reference") or {})
     out += notes_section(report)
     return "\n".join(out).rstrip() + "\n"
@@ -277,12 +278,11 @@ def what_bought_what(variants: list[dict], base: dict | None, naive: Result | No
                          f"{off['ex_per_s'] / naive.steady_ex_per_s:.2f}x: what the rest of "
                          "the pipeline (tf.data feeding, the model code) buys or costs at "
                          "equal padding.")
-    for name in ("batch 64", "mixed_bfloat16", "mixed_float16"):
-        v = by_name.get(name)
-        if v:
+    for name, v in by_name.items():
+        if name not in ("shipped", "bucketing off"):
             lines.append(f"- {name}: {v['ex_per_s'] / base['ex_per_s']:.2f}x the shipped "
                          "recipe's training examples/s.")
-    if peaks.get("bf16") and "mixed_bfloat16" in by_name:
+    if peaks.get("bf16") and ({"mixed_bfloat16", "float32 (no mixed precision)"} & set(by_name)):
         bf16, fp32 = peaks["bf16"]["tf_gflop_per_s"], peaks["start"]["tf_gflop_per_s"]
         lines.append(f"- For scale: a bfloat16 matmul runs at {bf16:,.0f} GFLOP/s here against "
                      f"{fp32:,.0f} for float32.")
@@ -312,6 +312,16 @@ def process_section(process: dict, memory: dict) -> list[str]:
     if mem:
         out += ["Streaming prediction of short lines (the memory check): " + "; ".join(
             f"{r['lines']:,} lines at {r['lines_per_s']:,.0f} lines/s" for r in mem) + ".", ""]
+    return out
+
+
+def lstm_layer_section(lstm: dict) -> list[str]:
+    if not lstm:
+        return []
+    out = ["## One LSTM layer: Keras' CPU loop against FusedLSTM (scripts/bench_lstm.py)", ""]
+    if lstm.get("error"):
+        out.append(f"Not measured: {lstm['error']}")
+    out += ["```"] + lstm.get("lines", []) + ["```", ""] if lstm.get("lines") else [""]
     return out
 
 

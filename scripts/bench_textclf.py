@@ -103,13 +103,23 @@ def time_prediction(predict_proba, docs: list[str], batch: int) -> float:
     return time.perf_counter() - started
 
 
-def prediction_widths(lengths: np.ndarray, batch: int) -> np.ndarray:
-    """Per document, the width the Keras engine runs it at: its batch's longest
-    (TextVectorization pads to the longest, TruncateTokens caps at max_length;
-    ``lengths`` are already capped)."""
+def prediction_widths(lengths: np.ndarray, char_lengths: np.ndarray, batch: int) -> np.ndarray:
+    """Per document, the width the Keras engine runs it at.
+
+    As textclf.inference.keras_predictor does: each batch of ``batch`` texts is
+    cut into groups of LENGTH_GROUP by character length, and each group is
+    padded to its longest (TextVectorization pads to the longest, TruncateTokens
+    caps at max_length; ``lengths`` are token counts, already capped).
+    """
+    from textclf.inference import LENGTH_GROUP
+
     out = np.empty(len(lengths))
     for start in range(0, len(lengths), batch):
-        out[start:start + batch] = lengths[start:start + batch].max()
+        rows = np.arange(start, min(start + batch, len(lengths)))
+        order = rows[np.argsort(char_lengths[rows], kind="stable")]
+        for group_start in range(0, len(order), LENGTH_GROUP):
+            group = order[group_start:group_start + LENGTH_GROUP]
+            out[group] = lengths[group].max()
     return out
 
 
@@ -130,6 +140,7 @@ def run_recipe(spec: dict) -> dict:
     docs = cycled(data_texts(cfg, "test"), spec["predict_docs"])
     doc_lengths = np.array(cycled([len(s) for s in data.sequences["test"]], len(docs)),
                            dtype=np.float64)
+    char_lengths = np.array([len(doc) for doc in docs])
     batch = spec["predict_batch"]
     seconds = time_prediction(predictor(run, "keras"), docs, batch)
 
@@ -144,7 +155,8 @@ def run_recipe(spec: dict) -> dict:
         "predict_docs_per_s": len(docs) / seconds, "predict_batch": batch,
         "model_bytes": (run_dir / "model.keras").stat().st_size,
         "flops": {"architecture": arch.describe(), "train": steady,
-                  "predict": inference_flops(arch, prediction_widths(doc_lengths, batch),
+                  "predict": inference_flops(arch,
+                                             prediction_widths(doc_lengths, char_lengths, batch),
                                              doc_lengths, seconds)},
         "extra": {"run_dir": str(run_dir), "train_call_seconds": captured["train_call_seconds"],
                   "weights_npz_bytes": (run_dir / "weights.npz").stat().st_size,
@@ -152,7 +164,8 @@ def run_recipe(spec: dict) -> dict:
                   "epoch_times": [{k: e[k] for k in ("train", "total")} for e in clock.epochs],
                   "max_epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
                   "bucketing": cfg.train.bucketing,
-                  "mixed_precision": cfg.train.mixed_precision},
+                  "mixed_precision": read_json(run_dir / "run.json").get(
+                      "mixed_precision", cfg.train.mixed_precision)},
     }
 
 

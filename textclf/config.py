@@ -227,6 +227,9 @@ class ModelConfig:
     bidirectional: bool = _check(boolean, False, "rnn: read both directions, concatenated")
     layers: int = _check(integer(1, 8), 1, "rnn: stacked recurrent layers")
     recurrent_initializer: str = _check(string, "orthogonal", "rnn: initializer of recurrent kernels")
+    cpu_loop: str = _check(choice("auto", "keras"), "auto",
+                           "rnn: auto = textclf's fused CPU loop for LSTM (GPUs keep cuDNN); "
+                           "keras = the stock loop")
     # treenet
     tree_cell: str = _check(choice("rnn", "tree_lstm"), "tree_lstm",
                             "treenet: tanh(W[l;r]+b) composition, or binary Tree-LSTM")
@@ -241,6 +244,11 @@ class TrainConfig:
     learning_rate: float = _check(number(0.0, low_open=True), 1e-3, "optimizer step size")
     optimizer: str = _check(choice("adam", "sgd", "rmsprop", "adagrad"), "adam", "optimizer")
     momentum: float = _check(number(0.0, 1.0, high_open=True), 0.0, "sgd/rmsprop momentum")
+    lr_schedule: str = _check(choice("constant", "cosine"), "constant",
+                              "cosine: learning_rate decays to 0 over train.epochs "
+                              "(after the warm-up)")
+    warmup_epochs: float = _check(number(0.0), 0.0,
+                                  "epochs of linear warm-up from 0 to learning_rate (cosine)")
     clipnorm: float | None = _check(optional(number(0.0, low_open=True)), None,
                                     "clip each gradient to this L2 norm")
     clipvalue: float | None = _check(optional(number(0.0, low_open=True)), None,
@@ -255,8 +263,9 @@ class TrainConfig:
     class_weight: Any = _check(optional(class_weight), None, "'balanced' or {label: weight}")
     bucketing: bool = _check(boolean, True,
                              "batch documents of similar length, padded to their longest")
-    mixed_precision: str = _check(choice("none", "mixed_float16", "mixed_bfloat16"), "none",
-                                  "Keras dtype policy for training")
+    mixed_precision: str = _check(choice("none", "mixed_float16", "mixed_bfloat16", "auto"),
+                                  "none", "Keras dtype policy for training; auto = what the "
+                                  "hardware accelerates (textclf.precision)")
     distribute: str = _check(choice("none", "mirrored", "multi_worker"), "none",
                              "tf.distribute strategy")
     devices: tuple | None = _check(optional(str_list), None,
@@ -529,7 +538,7 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
 # --------------------------------------------------------------------------
 
 _CNN_ONLY = ("kernel_sizes", "filters", "max_norm")
-_RNN_ONLY = ("cell", "bidirectional", "layers", "recurrent_initializer")
+_RNN_ONLY = ("cell", "bidirectional", "layers", "recurrent_initializer", "cpu_loop")
 _TREE_ONLY = ("tree_cell", "tree_loss")
 
 
@@ -567,6 +576,15 @@ def _check_momentum(config, raw, source):
                           config.train.momentum, source)
 
 
+def _check_warmup_needs_schedule(config, raw, source):
+    if config.train.warmup_epochs and config.train.lr_schedule == "constant":
+        raise ConfigError("train.warmup_epochs", "0 unless train.lr_schedule is cosine",
+                          config.train.warmup_epochs, source)
+    if config.train.warmup_epochs >= config.train.epochs:
+        raise ConfigError("train.warmup_epochs", f"fewer than train.epochs ({config.train.epochs})",
+                          config.train.warmup_epochs, source)
+
+
 def _check_tree_format(config, raw, source):
     trees = config.data.format == "ptb_trees"
     if trees != (config.model.type == "treenet"):
@@ -596,7 +614,8 @@ def _check_tree_monitor(config, raw, source):
 
 
 _CROSS_CHECKS = (_check_train_data_given, _check_split_fractions,
-                 _check_model_options_match_type, _check_momentum, _check_tree_format,
+                 _check_model_options_match_type, _check_momentum,
+                 _check_warmup_needs_schedule, _check_tree_format,
                  _check_devices_need_mirrored, _check_tree_rnn_sizes, _check_tree_monitor)
 
 

@@ -19,8 +19,12 @@ from .errors import DataError, RunDirError, UsageError
 LENGTH_GROUP = 64  # documents per model call within a prediction batch
 
 
-def keras_predictor(run: Run) -> Callable[[list[str]], np.ndarray]:
-    """The saved end-to-end model as one compiled function of a batch of strings."""
+def keras_predictor(run: Run, fold: bool = True) -> Callable[[list[str]], np.ndarray]:
+    """The saved end-to-end model as one compiled function of a batch of strings.
+
+    A TextCNN predicts through its folded form (embedding x filters looked up,
+    textclf.models.folded_cnn) unless ``fold`` is False.
+    """
     import tensorflow as tf
 
     model = run.model
@@ -28,8 +32,14 @@ def keras_predictor(run: Run) -> Callable[[list[str]], np.ndarray]:
     # One trace serves every batch: the strings' tensor shape is (None,) and
     # the padded width is decided inside the graph.
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def forward(texts):
+    def plain_forward(texts):
         return model(texts, training=False)
+
+    forward = plain_forward
+    if fold and run.config.model.type == "cnn":
+        from .models.folded_cnn import folded_predict_fn
+
+        forward = folded_predict_fn(model) or plain_forward
 
     def predict_proba(texts: list[str]) -> np.ndarray:
         # A batch is padded to its longest document, so the texts run in groups of

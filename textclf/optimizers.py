@@ -3,8 +3,29 @@
 from __future__ import annotations
 
 
-def make_optimizer(cfg):
-    """The configured optimizer with clipping (TrainConfig -> keras optimizer)."""
+def learning_rate(cfg, steps_per_epoch: int):
+    """``train.learning_rate`` as a float, or a Keras schedule of the optimizer step.
+
+    cosine: ``warmup_epochs`` of linear rise from 0, then cosine decay to 0 at
+    the end of ``train.epochs`` (Loshchilov & Hutter's SGDR without restarts).
+    A step-indexed schedule lives in the optimizer's ``iterations``, which the
+    epoch checkpoints keep, so a resumed run continues on the same curve.
+    """
+    import keras
+
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    total = max(cfg.epochs * steps_per_epoch - warmup, 1)
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total, alpha=0.0)
+    return keras.optimizers.schedules.CosineDecay(0.0, total, alpha=0.0, warmup_steps=warmup,
+                                                  warmup_target=cfg.learning_rate)
+
+
+def make_optimizer(cfg, steps_per_epoch: int = 1):
+    """The configured optimizer with clipping and learning-rate schedule
+    (TrainConfig -> keras optimizer); ``steps_per_epoch`` sizes the schedule."""
     import keras
 
     clip = {}
@@ -12,10 +33,11 @@ def make_optimizer(cfg):
         clip["clipnorm"] = cfg.clipnorm
     if cfg.clipvalue is not None:
         clip["clipvalue"] = cfg.clipvalue
+    rate = learning_rate(cfg, steps_per_epoch)
     if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(cfg.learning_rate, **clip)
+        return keras.optimizers.Adam(rate, **clip)
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(cfg.learning_rate, momentum=cfg.momentum, **clip)
+        return keras.optimizers.SGD(rate, momentum=cfg.momentum, **clip)
     if cfg.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(cfg.learning_rate, momentum=cfg.momentum, **clip)
-    return keras.optimizers.Adagrad(cfg.learning_rate, **clip)
+        return keras.optimizers.RMSprop(rate, momentum=cfg.momentum, **clip)
+    return keras.optimizers.Adagrad(rate, **clip)

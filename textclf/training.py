@@ -54,11 +54,17 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def compile_classifier(model, cfg: Config) -> None:
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    return max(1, -(-n_examples // batch_size))
+
+
+def compile_classifier(model, cfg: Config, n_train: int) -> None:
+    """Optimizer, loss and metrics; ``n_train`` training examples size the
+    learning-rate schedule."""
     import keras
 
     model.compile(
-        optimizer=make_optimizer(cfg.train),
+        optimizer=make_optimizer(cfg.train, steps_per_epoch(n_train, cfg.train.batch_size)),
         loss=keras.losses.CategoricalCrossentropy(),
         # F1Score(average="macro") accumulates the whole epoch's counts, so
         # val_macro_f1 is the real macro-F1, usable as an early-stopping monitor.
@@ -381,6 +387,18 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
         return run_tree_training(cfg, target, work, progress)
     import keras
 
+    # The dtype policy is process-wide: put it back, so that a later run in the
+    # same process (tests, tune, the benchmark) starts from the same state.
+    previous_policy = keras.mixed_precision.dtype_policy()
+    try:
+        return _run_classifier_training(cfg, target, work, progress)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous_policy)
+
+
+def _run_classifier_training(cfg: Config, target: Path, work: Path, progress: dict | None):
+    import keras
+
     from .evaluation import classification_report
     from .models import build_model, layers  # noqa: F401  layers: registers custom layers
     from .artifact import refuse_code
@@ -404,8 +422,13 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
             write_json(work / "split.json", data.split_record)
     log(f"{n_classes} classes, vocabulary of {len(vocabulary)} tokens")
 
-    if cfg.train.mixed_precision != "none":
-        keras.mixed_precision.set_dtype_policy(cfg.train.mixed_precision)
+    from .precision import resolve_mixed_precision
+
+    precision, why = resolve_mixed_precision(cfg.train.mixed_precision)
+    if cfg.train.mixed_precision == "auto":
+        log(f"mixed precision auto: {precision} ({why})")
+    if precision != "none":
+        keras.mixed_precision.set_dtype_policy(precision)
     from .distribute import describe
 
     log(describe(strategy, cfg.train.batch_size))
@@ -428,7 +451,7 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
                     f"words ({found / max(len(vocabulary) - 2, 1):.1%})")
             classifier = build_model(cfg.model, len(vocabulary), n_classes, pretrained,
                                      cfg.text.embeddings_trainable)
-            compile_classifier(classifier, cfg)
+            compile_classifier(classifier, cfg, len(data.sequences["train"]))
 
     from .batching import BatchSequence
 
@@ -477,6 +500,7 @@ def run_training(cfg: Config, target: Path, work: Path, progress: dict | None) -
         "keras_version": keras.__version__, "model_type": cfg.model.type,
         "n_classes": n_classes, "vocabulary_size": len(vocabulary),
         "examples": {k: len(v) for k, v in data.sequences.items()},
+        "mixed_precision": keras.mixed_precision.dtype_policy().name,
         "train_seconds": round(train_seconds, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })

@@ -196,7 +196,7 @@ def run_tree_training(cfg, target: Path, work: Path, progress: dict | None) -> N
                          f"words ({found / max(len(vocab) - 2, 1):.1%})")
         model = tn.build_treenet(cfg.model, len(vocab), len(labels), pretrained,
                                  cfg.text.embeddings_trainable)
-        tn.compile_treenet(model, cfg.train)
+        tn.compile_treenet(model, cfg.train, n_train=len(splits["train"]))
 
     start_epoch = 0 if progress is None else progress["epoch"] + 1
     root_only = cfg.model.tree_loss == "root"

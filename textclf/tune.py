@@ -150,7 +150,7 @@ def make_hypermodel(kt, raw: dict, space: dict, source: str | None):
                                            "with text.embeddings")
             model = build_model(cfg.model, len(vocabulary), len(prepared.labels), pretrained,
                                 cfg.text.embeddings_trainable)
-            compile_classifier(model, cfg)
+            compile_classifier(model, cfg, len(prepared.sequences["train"]))
             return model
 
         def fit(self, hp, model, *args, callbacks=(), **kwargs):

@@ -324,10 +324,13 @@ def build_treenet(cfg: ModelConfig, vocab_size: int, n_classes: int,
     return model
 
 
-def compile_treenet(model: TreeNet, cfg: TrainConfig, optimizer=None) -> TreeNet:
+def compile_treenet(model: TreeNet, cfg: TrainConfig, optimizer=None,
+                    n_train: int = 1) -> TreeNet:
     """Loss: per-tree node cross-entropy sum; metrics ``accuracy`` (root) and
-    ``all_nodes_accuracy``. No XLA: the level loop's node sets have data-dependent sizes."""
-    model.compile(optimizer=optimizer or make_optimizer(cfg), loss=NodeCrossEntropy(),
+    ``all_nodes_accuracy``. No XLA: the level loop's node sets have data-dependent sizes.
+    ``n_train`` training trees size the learning-rate schedule."""
+    steps = max(1, -(-n_train // cfg.batch_size))
+    model.compile(optimizer=optimizer or make_optimizer(cfg, steps), loss=NodeCrossEntropy(),
                   metrics=[RootAccuracy(), NodeAccuracy()], jit_compile=False)
     return model
 
@@ -397,7 +400,7 @@ def fit_treenet(config: Config, model: TreeNet, train_trees: Sequence[Tree],
     """
     train = config.train
     if not model.compiled:
-        compile_treenet(model, train)
+        compile_treenet(model, train, n_train=len(train_trees))
     root_only = config.model.tree_loss == "root"
     data = tree_dataset(train_trees, vocab, train.batch_size, shuffle=True, seed=train.seed,
                         bucketing=train.bucketing, root_only=root_only)

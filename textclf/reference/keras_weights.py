@@ -33,7 +33,9 @@ class UnsupportedLayerError(ValueError):
 # --- recurrent layers -------------------------------------------------------
 
 def _cell_spec(layer) -> dict:
-    kind = _CELL_KINDS.get(type(layer).__name__)
+    # The first stock Keras class in the layer's ancestry (FusedLSTM is an LSTM).
+    kind = next((_CELL_KINDS[cls.__name__] for cls in type(layer).__mro__
+                 if cls.__name__ in _CELL_KINDS), None)
     if kind is None:
         raise UnsupportedLayerError(f"{layer.name}: expected SimpleRNN, LSTM or GRU; "
                                     f"got {type(layer).__name__}")

@@ -1,0 +1,120 @@
+"""Time one LSTM layer's forward + backward: Keras' CPU loop against textclf's FusedLSTM.
+
+The layer as textclf trains it: (batch, steps, features) inputs with a
+right-padding mask, ``return_sequences=True``, the gradient of a loss that reads
+every output with respect to the inputs and all weights, inside one
+``tf.function`` (traced before timing). Rows:
+
+- ``keras.layers.LSTM``: the stock layer (on a CPU, its generic loop);
+- ``FusedLSTM, groups 1``: textclf's loop (input projection as one matmul,
+  hand-written backward), the whole batch in one loop;
+- ``FusedLSTM, groups N``: the same with the batch cut into N slices run side
+  by side (N = usable cores; what textclf uses).
+
+GFLOP/s count the matmul work only (training = 3 x forward, forward =
+2 * 4U * (D + U) per step per row) against a float32 2048 x 2048 matmul
+measured in the same process.
+
+    python scripts/bench_lstm.py [--batch 32,64 --steps 400 --units 128 --features 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import numpy as np  # noqa: E402
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(tf, repeats: int = 10) -> float:
+    """float32 GFLOP/s of a 2048 x 2048 matmul in a tf.function (best of ``repeats``)."""
+    a = tf.random.normal((2048, 2048))
+    product = tf.function(lambda a: tf.reduce_sum(tf.linalg.matmul(a, a)))
+    product(a).numpy()
+    best = min(_timed(lambda: product(a).numpy()) for _ in range(repeats))
+    return 2 * 2048**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", default="32,64", help="comma list of batch sizes")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--units", type=int, default=128)
+    parser.add_argument("--features", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+
+    from textclf.runtime import import_tensorflow
+
+    tf = import_tensorflow()
+    import keras
+
+    from textclf.models.fused_lstm import FusedLSTM
+
+    groups = FusedLSTM.batch_groups
+    peak = matmul_peak(tf)
+    steps, units, features = args.steps, args.units, args.features
+    print(f"LSTM layer forward + backward, {steps} steps, {features} features, {units} units, "
+          f"float32, median of {args.repeats}; {len(os.sched_getaffinity(0))} CPUs; "
+          f"matmul peak {peak:.1f} GFLOP/s")
+    for batch in (int(b) for b in args.batch.split(",")):
+        rng = np.random.default_rng(0)
+        x = tf.constant(rng.normal(size=(batch, steps, features)).astype("float32"))
+        lengths = rng.integers(steps // 2, steps + 1, size=batch)
+        lengths[0] = steps
+        mask = tf.constant(np.arange(steps)[None] < lengths[:, None])
+        variants = [("keras.layers.LSTM", keras.layers.LSTM, 1),
+                    ("FusedLSTM, groups 1", FusedLSTM, 1)]
+        if groups > 1:
+            variants.append((f"FusedLSTM, groups {groups}", FusedLSTM, groups))
+        flops = 3 * 2 * 4 * units * (features + units) * steps * batch
+        baseline = None
+        for name, cls, n_groups in variants:
+            keras.utils.set_random_seed(1)
+            layer = cls(units, return_sequences=True)
+            if cls is FusedLSTM:
+                layer.batch_groups = n_groups
+
+            @tf.function
+            def train_step(x, mask, layer=layer):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    loss = tf.reduce_sum(layer(x, mask=mask) ** 2)
+                return tape.gradient(loss, [x, *layer.trainable_weights])
+
+            seconds = median_seconds(lambda: [g.numpy() for g in train_step(x, mask)],
+                                     args.repeats)
+            baseline = baseline or seconds
+            gflops = flops / seconds / 1e9
+            print(f"  batch {batch:3d}  {name:22s} {seconds * 1e3:7.1f} ms  "
+                  f"{seconds / steps * 1e6:6.0f} us/step  {gflops:6.1f} GFLOP/s "
+                  f"({gflops / peak:4.0%} of peak)  speed-up {baseline / seconds:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

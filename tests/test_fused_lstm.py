@@ -1,0 +1,187 @@
+"""FusedLSTM (textclf's CPU loop) against keras.layers.LSTM and the NumPy reference.
+
+Same weights in both layers; outputs, final states and the gradients of every
+weight, the inputs and the initial state are compared in float64, where the
+only difference is the order of floating-point additions (tolerance 1e-9
+relative to the largest value of each tensor).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def tf():
+    from textclf.runtime import import_tensorflow
+
+    return import_tensorflow()
+
+
+B, T, D, U = 5, 7, 3, 4
+
+# (B, T) masks: right padding, holes, a row with no real step, left padding.
+MASKS = {
+    "none": None,
+    "right": np.arange(T)[None] < np.array([[7], [3], [1], [5], [2]]),
+    "holes": np.array([[1, 0, 1, 1, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1],
+                       [0, 0, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0, 1]], dtype=bool),
+}
+
+
+def twin_layers(tf, groups: int = 2, **options):
+    """A stock LSTM and a FusedLSTM with the same float64 weights (scale >= 0.5)."""
+    import keras
+
+    from textclf.models.fused_lstm import FusedLSTM
+
+    stock = keras.layers.LSTM(U, return_sequences=True, return_state=True, dtype="float64",
+                              **options)
+    fused = FusedLSTM(U, return_sequences=True, return_state=True, dtype="float64", **options)
+    fused.batch_groups = groups
+    stock.build((None, None, D))
+    fused.build((None, None, D))
+    rng = np.random.default_rng(3)
+    weights = [rng.normal(0, 0.7, size=w.shape) for w in stock.get_weights()]
+    stock.set_weights(weights)
+    fused.set_weights(weights)
+    return stock, fused
+
+
+def outputs_and_gradients(tf, layer, x, mask, h0, c0, training=False):
+    """Outputs (seq, h, c) and d(loss)/d(x, h0, c0, *weights) for a loss that
+    reads every output (so each gradient path is exercised)."""
+    x, h0, c0 = (tf.convert_to_tensor(a) for a in (x, h0, c0))
+    with tf.GradientTape() as tape:
+        tape.watch([x, h0, c0])
+        seq, h, c = layer(x, mask=None if mask is None else tf.constant(mask),
+                          initial_state=[h0, c0], training=training)
+        loss = (tf.reduce_sum(tf.sin(seq) * np.linspace(0.5, 1.5, U))
+                + tf.reduce_sum(h * h) + tf.reduce_sum(tf.cos(c)))
+    grads = tape.gradient(loss, [x, h0, c0, *layer.trainable_weights])
+    return [seq, h, c], grads
+
+
+def assert_close(actual, expected, what):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    error = float(np.max(np.abs(actual - expected))) / scale
+    assert error < 1e-9, f"{what}: relative difference {error:.2e}"
+
+
+def random_inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(B, T, D)), rng.normal(0, 0.5, size=(B, U)),
+            rng.normal(0, 0.5, size=(B, U)))
+
+
+@pytest.mark.parametrize("mask_name", list(MASKS))
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_matches_keras_outputs_and_gradients(tf, mask_name, go_backwards, groups):
+    from textclf.models.fused_lstm import _fused_path_applies
+
+    stock, fused = twin_layers(tf, groups, go_backwards=go_backwards)
+    assert _fused_path_applies(fused, training=True)
+    x, h0, c0 = random_inputs()
+    expected_out, expected_grads = outputs_and_gradients(tf, stock, x, MASKS[mask_name], h0, c0)
+    actual_out, actual_grads = outputs_and_gradients(tf, fused, x, MASKS[mask_name], h0, c0)
+    for name, a, e in zip(("outputs", "h", "c"), actual_out, expected_out):
+        assert_close(a, e, name)
+    names = ["x", "h0", "c0", "kernel", "recurrent_kernel", "bias"]
+    for name, a, e in zip(names, actual_grads, expected_grads):
+        assert e is not None and a is not None, name
+        assert_close(a, e, f"d/d{name}")
+
+
+def test_tensorflow_function_and_batches_smaller_than_the_groups(tf):
+    """Inside a tf.function (as Keras trains), with B = 1 and 3 < groups."""
+    stock, fused = twin_layers(tf, groups=4)
+    for batch, steps in ((1, 6), (3, 2)):
+        x = np.random.default_rng(batch).normal(size=(batch, steps, D))
+        zeros = np.zeros((batch, U))
+
+        @tf.function
+        def run(layer, x):
+            return outputs_and_gradients(tf, layer, x, None, zeros, zeros)
+
+        (e_out, e_grads), (a_out, a_grads) = run(stock, x), run(fused, x)
+        for a, e in zip(a_out + a_grads, e_out + e_grads):
+            assert_close(a, e, f"B={batch} T={steps}")
+
+
+def test_falls_back_to_keras_where_the_fused_loop_does_not_apply(tf):
+    from textclf.models.fused_lstm import _fused_path_applies
+
+    _, with_dropout = twin_layers(tf, dropout=0.3)
+    assert not _fused_path_applies(with_dropout, training=True)
+    assert _fused_path_applies(with_dropout, training=False)  # dropout is off at inference
+    for options in (dict(recurrent_dropout=0.2), dict(activation="relu"), dict(unroll=True)):
+        stock, fused = twin_layers(tf, **options)
+        assert not _fused_path_applies(fused, training=False), options
+        x, h0, c0 = random_inputs(1)
+        for a, e in zip(outputs_and_gradients(tf, fused, x, MASKS["holes"], h0, c0)[0],
+                        outputs_and_gradients(tf, stock, x, MASKS["holes"], h0, c0)[0]):
+            np.testing.assert_allclose(a, e, atol=1e-12)
+
+
+def test_mixed_precision_keeps_float32_states(tf):
+    """bfloat16 projection, float32 loop: close to the float32 layer, not equal."""
+    import keras
+
+    from textclf.models.fused_lstm import FusedLSTM
+
+    x = np.random.default_rng(0).normal(size=(B, T, D)).astype("float32")
+    exact = FusedLSTM(U, return_sequences=True)
+    mixed = FusedLSTM(U, return_sequences=True, dtype="mixed_bfloat16")
+    exact.build((None, None, D))
+    mixed.build((None, None, D))
+    mixed.set_weights(exact.get_weights())
+    out = mixed(x, mask=MASKS["right"])
+    assert out.dtype == "bfloat16"
+    np.testing.assert_allclose(np.asarray(tf.cast(out, "float32")),
+                               np.asarray(exact(x, mask=MASKS["right"])), atol=0.03)
+    assert keras.config.dtype_policy().name == "float32"  # the layer's own policy only
+
+
+def test_model_builder_choice_and_saved_model_round_trip(tf, tmp_path):
+    import keras
+
+    from textclf.config import ModelConfig
+    from textclf.models import build_model
+    from textclf.models.fused_lstm import FusedLSTM
+
+    options = dict(type="rnn", cell="lstm", units=6, embedding_dim=8, bidirectional=True)
+    keras.utils.set_random_seed(1)
+    fused_model = build_model(ModelConfig(**options), vocab_size=30, n_classes=3)
+    keras.utils.set_random_seed(1)
+    stock_model = build_model(ModelConfig(**options, cpu_loop="keras"), vocab_size=30,
+                              n_classes=3)
+    assert isinstance(fused_model.get_layer("rnn_1").forward_layer, FusedLSTM)
+    assert type(stock_model.get_layer("rnn_1").forward_layer) is keras.layers.LSTM
+    ids = np.array([[3, 4, 5, 0, 0], [7, 0, 0, 0, 0], [0] * 5], dtype=np.int32)
+    np.testing.assert_allclose(fused_model.predict(ids, verbose=0),
+                               stock_model.predict(ids, verbose=0), atol=1e-6)
+    path = tmp_path / "model.keras"
+    fused_model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded.get_layer("rnn_1").backward_layer, FusedLSTM)
+    np.testing.assert_array_equal(loaded.predict(ids, verbose=0),
+                                  fused_model.predict(ids, verbose=0))
+
+
+def test_numpy_reference_reads_a_fused_layer(tf):
+    """The reference nets take FusedLSTM's weights as an LSTM's, and agree."""
+    from textclf.models.fused_lstm import FusedLSTM
+    from textclf.reference.keras_weights import (build_recurrent, recurrent_params,
+                                                 recurrent_spec)
+
+    layer = FusedLSTM(U, return_sequences=True, go_backwards=True, dtype="float64")
+    layer.build((None, None, D))
+    spec = recurrent_spec(layer)
+    assert spec["cell"] == "lstm" and spec["go_backwards"]
+    x, _, _ = random_inputs(2)
+    mask = MASKS["holes"]
+    outputs = build_recurrent(spec).forward(recurrent_params(layer), x, mask)[0]
+    np.testing.assert_allclose(outputs, np.asarray(layer(x, mask=mask)), atol=1e-12)

@@ -1,0 +1,58 @@
+"""train.optimizer / lr_schedule -> Keras optimizer and learning-rate curve."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from textclf.config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def keras():
+    from textclf.runtime import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    return keras
+
+
+def rate_at(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
+    from textclf.optimizers import learning_rate
+
+    schedule = learning_rate(cfg, steps_per_epoch)
+    return float(schedule(step)) if callable(schedule) else float(schedule)
+
+
+def test_constant_rate_and_clipping(keras):
+    from textclf.optimizers import make_optimizer
+
+    cfg = TrainConfig(learning_rate=0.01, clipnorm=2.0)
+    optimizer = make_optimizer(cfg, steps_per_epoch=7)
+    assert isinstance(optimizer, keras.optimizers.Adam)
+    assert optimizer.clipnorm == 2.0
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+    assert rate_at(cfg, 7, 1000) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("warmup_epochs", [0.0, 1.0])
+def test_cosine_schedule_rises_then_decays_to_zero_at_the_last_epoch(keras, warmup_epochs):
+    from textclf.optimizers import make_optimizer
+
+    cfg = TrainConfig(learning_rate=0.004, epochs=5, lr_schedule="cosine",
+                      warmup_epochs=warmup_epochs)
+    steps = 10
+    optimizer = make_optimizer(cfg, steps_per_epoch=steps)
+    assert isinstance(optimizer.get_config()["learning_rate"], dict)  # a serialised schedule
+    warmup = int(warmup_epochs * steps)
+    if warmup:
+        assert rate_at(cfg, steps, 0) == pytest.approx(0.0, abs=1e-9)
+        assert rate_at(cfg, steps, warmup // 2) == pytest.approx(0.002)
+    assert rate_at(cfg, steps, warmup) == pytest.approx(0.004)
+    decay = 5 * steps - warmup
+    middle = warmup + decay // 2
+    assert rate_at(cfg, steps, middle) == pytest.approx(0.004 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert rate_at(cfg, steps, 5 * steps) == pytest.approx(0.0, abs=1e-9)
+    assert rate_at(cfg, steps, 5 * steps + 20) == pytest.approx(0.0, abs=1e-9)

@@ -1,0 +1,223 @@
+"""An LSTM whose CPU path does one large matmul per sequence, not two small ones per step.
+
+Keras' LSTM runs cuDNN's fused kernel on a GPU; anywhere else it falls back to a
+generic loop that computes ``x_t @ kernel`` *and* ``h @ recurrent_kernel``
+inside every time step, and lets autodiff differentiate that loop (four more
+small matmuls per step on the way back, including one ``dU`` update per step).
+
+:class:`FusedLSTM` is ``keras.layers.LSTM`` with the same weights, options and
+saved form; only its CPU inner loop differs (:func:`lstm_recurrence`):
+
+- forward: the input projection ``X @ W + b`` for all steps as one
+  (B*T, D) x (D, 4U) matmul; the loop runs only ``h @ U``;
+- backward (hand-written, through :func:`tf.custom_gradient`): the loop runs
+  only ``dz @ U^T``; ``dU = H_prev^T dZ``, ``dW`` and ``dX`` are each one large
+  matmul after it.
+
+So each step does one small matmul each way instead of two forward and four
+backward. Masking follows Keras exactly (a masked step carries ``h`` and ``c``
+and repeats the previous output), so outputs and gradients equal the stock
+layer's to float rounding; ``tests/test_fused_lstm.py`` checks both against
+Keras and against the NumPy reference. On a GPU, or with options the fused
+loop does not cover (recurrent dropout, other activations, unrolling), the
+layer defers to Keras, which keeps the cuDNN kernel.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+
+def grouped_recurrence(projected, recurrent_kernel, h0, c0, mask, groups: int):
+    """:func:`lstm_recurrence` on ``groups`` slices of the batch, side by side.
+
+    The rows of a batch are independent, so each slice gets a loop of its own
+    and TensorFlow's executor runs the loops' small per-step matmuls on
+    different cores at once: one (B, U) x (U, 4U) matmul per step is too small
+    to share between cores with profit, two of them side by side keep both busy
+    (scripts/bench_lstm.py times groups 1 against groups N; BENCHMARKS.md).
+    Shapes as in :func:`lstm_recurrence`.
+    """
+    if groups <= 1:
+        return lstm_recurrence(projected, recurrent_kernel, h0, c0, mask)
+    batch = tf.shape(h0)[0]
+    bounds = [batch * k // groups for k in range(groups + 1)]
+    sizes = tf.stack([bounds[k + 1] - bounds[k] for k in range(groups)])
+    pieces = [[None] * groups if tensor is None else tf.split(tensor, sizes, num=groups, axis=axis)
+              for tensor, axis in ((projected, 1), (h0, 0), (c0, 0), (mask, 1))]
+    results = [lstm_recurrence(p, recurrent_kernel, h, c, m) for p, h, c, m in zip(*pieces)]
+    outputs, last_output, h, c = zip(*results)
+    return (tf.concat(outputs, axis=1), tf.concat(last_output, axis=0), tf.concat(h, axis=0),
+            tf.concat(c, axis=0))
+
+
+def lstm_recurrence(projected, recurrent_kernel, h0, c0, mask):
+    """Run the LSTM recurrence over precomputed input projections.
+
+    ``projected`` (T, B, 4U) = x_t @ kernel + bias, time-major, gates in Keras'
+    order i, f, c, o; ``recurrent_kernel`` (U, 4U); ``h0``, ``c0`` (B, U);
+    ``mask`` (T, B, 1) in the compute dtype (1 = real step) or None.
+    Returns ``outputs`` (T, B, U), ``last_output``, ``h_T`` and ``c_T`` (B, U);
+    differentiable in all but the mask, through the hand-written :func:`_backward`.
+
+    Keras' masking rule: a masked step carries h and c and repeats the previous
+    *output*, which starts at zeros, not at h0; so a step before a row's first
+    real one outputs zeros (the states are equal from the first real step on).
+    """
+    if mask is None:
+        states, h_last, c_last = _recurrence(projected, recurrent_kernel, h0, c0,
+                                             tf.ones_like(projected[:, :, :1]))
+        return states, h_last, h_last, c_last
+    states, h_last, c_last = _recurrence(projected, recurrent_kernel, h0, c0, mask)
+    emitted = tf.cast(tf.cumsum(mask, axis=0) > 0, states.dtype)  # (T, B, 1)
+    outputs = states * emitted
+    last_output = h_last * tf.cast(tf.reduce_any(mask > 0, axis=0), h_last.dtype)
+    return outputs, last_output, h_last, c_last
+
+
+# Every gate but the candidate ``c`` (a tanh) is a sigmoid, and
+# tanh(x) = 2 sigmoid(2x) - 1: scaling the candidate's columns by 2 lets one
+# sigmoid over all 4U columns serve every gate, which halves the element-wise
+# operations in the loop, where each one costs its dispatch.
+def _gate_scale(units, dtype):
+    ones = tf.ones([units], dtype)
+    return tf.concat([ones, ones, 2 * ones, ones], axis=0)  # (4U,)
+
+
+@tf.custom_gradient
+def _recurrence(projected, recurrent_kernel, h0, c0, mask):
+    steps = tf.shape(projected)[0]
+    units = tf.shape(h0)[1]
+    scale = _gate_scale(units, projected.dtype)
+    inputs = tf.TensorArray(projected.dtype, size=steps).unstack(projected * scale)
+    scaled_kernel = recurrent_kernel * scale
+    keep = tf.TensorArray(tf.bool, size=steps).unstack(mask > 0)
+    # Element shapes let a zero-step loop (a batch of empty texts) still stack.
+    written = [tf.TensorArray(projected.dtype, size=steps, element_shape=shape)
+               for shape in (projected.shape[1:], h0.shape, h0.shape)]
+
+    def step(t, h, c, sigmoids, cells, outputs):
+        s = tf.sigmoid(inputs.read(t) + tf.matmul(h, scaled_kernel))  # (B, 4U)
+        i, f, g2, o = tf.split(s, 4, axis=1)  # g2 = sigmoid(2 z_c); tanh(z_c) = 2 g2 - 1
+        c_new = f * c + i * (2 * g2 - 1)
+        h_new = o * tf.tanh(c_new)
+        m = keep.read(t)  # (B, 1): a masked step keeps h and c (Keras' rule)
+        h_new, c_new = tf.where(m, h_new, h), tf.where(m, c_new, c)
+        return (t + 1, h_new, c_new, sigmoids.write(t, s), cells.write(t, c_new),
+                outputs.write(t, h_new))
+
+    _, h_last, c_last, sigmoids, cells, outputs = tf.while_loop(
+        lambda t, *_: t < steps, step, (tf.constant(0), h0, c0, *written),
+        parallel_iterations=1)
+    sigmoids, cells, outputs = sigmoids.stack(), cells.stack(), outputs.stack()
+
+    def grad(d_outputs, d_h_last, d_c_last):
+        # An output nobody used arrives as None.
+        d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
+        d_h_last = tf.zeros_like(h0) if d_h_last is None else d_h_last
+        d_c_last = tf.zeros_like(c0) if d_c_last is None else d_c_last
+        d_projected, d_kernel, d_h0, d_c0 = _backward(
+            d_outputs, d_h_last, d_c_last, recurrent_kernel, h0, c0, mask,
+            sigmoids, cells, outputs)
+        return d_projected, d_kernel, d_h0, d_c0, tf.zeros_like(mask)
+
+    return (outputs, h_last, c_last), grad
+
+
+def _backward(d_outputs, d_h_last, d_c_last, recurrent_kernel, h0, c0, mask,
+              sigmoids, cells, outputs):
+    """Backprop through time; returns the gradients of (projected,
+    recurrent_kernel, h0, c0).
+
+    Everything that does not depend on the carried gradients is computed for
+    all steps at once before the loop (T, B, .) so that the loop runs one
+    matmul and a handful of element-wise operations per step:
+
+        d_c_new = m (d_c + d_h * o (1 - tanh(c)^2))
+        d_z     = [d_c_new, d_c_new, d_c_new, d_h] * [g i', c_prev f', i g', tanh(c) o'] m
+        d_h    <- m ? d_z @ U^T : d_h        d_c <- m ? d_c_new f : d_c
+
+    At a masked step (m = 0) the state passed through unchanged, so the
+    gradient does too; there the stored cell is c_prev, not c_new, which is
+    harmless because every term that reads it is multiplied by m = 0.
+    """
+    steps = tf.shape(outputs)[0]
+    i, f, g2, o = tf.split(sigmoids, 4, axis=2)  # (T, B, U) each
+    g = 2 * g2 - 1
+    c_prev = tf.concat([c0[None], cells[:-1]], axis=0)
+    h_prev = tf.concat([h0[None], outputs[:-1]], axis=0)
+    tanh_c = tf.tanh(cells)
+    through_h = o * (1 - tanh_c * tanh_c)  # d c_new / d h_new, (T, B, U)
+    gate_factors = mask * tf.concat(
+        [g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], axis=2)
+    per_step = [tf.TensorArray(x.dtype, size=steps).unstack(x)
+                for x in (d_outputs, through_h, gate_factors, f, mask, mask > 0)]
+    d_outputs_ta, through_h_ta, factors_ta, f_ta, mask_ta, keep_ta = per_step
+    kernel_t = tf.transpose(recurrent_kernel)  # (4U, U)
+
+    def step(t, d_h, d_c, d_z_seq):
+        d_h = d_h + d_outputs_ta.read(t)  # (B, U): everything that reaches h_t
+        d_c_new = mask_ta.read(t) * (d_c + d_h * through_h_ta.read(t))
+        d_z = tf.concat([d_c_new, d_c_new, d_c_new, d_h], axis=1) * factors_ta.read(t)
+        keep = keep_ta.read(t)
+        d_h_prev = tf.where(keep, tf.matmul(d_z, kernel_t), d_h)
+        d_c_prev = tf.where(keep, d_c_new * f_ta.read(t), d_c)
+        return t - 1, d_h_prev, d_c_prev, d_z_seq.write(t, d_z)
+
+    _, d_h0, d_c0, d_z_seq = tf.while_loop(
+        lambda t, *_: t >= 0, step,
+        (steps - 1, d_h_last, d_c_last,
+         tf.TensorArray(outputs.dtype, size=steps, element_shape=sigmoids.shape[1:])),
+        parallel_iterations=1)
+    d_projected = d_z_seq.stack()  # (T, B, 4U)
+    units = tf.shape(h0)[1]
+    d_kernel = tf.matmul(tf.reshape(h_prev, [-1, units]),
+                         tf.reshape(d_projected, [-1, 4 * units]), transpose_a=True)
+    return d_projected, d_kernel, d_h0, d_c0
+
+
+def _fused_path_applies(layer: keras.layers.LSTM, training: bool) -> bool:
+    """True when the fused CPU loop computes exactly what Keras' loop would."""
+    cell = layer.cell
+    return (keras.backend.backend() == "tensorflow"
+            and not tf.config.list_logical_devices("GPU")  # cuDNN's kernel is better
+            and cell.activation is keras.activations.tanh
+            and cell.recurrent_activation is keras.activations.sigmoid
+            and cell.use_bias and not cell.recurrent_dropout
+            and not (training and cell.dropout)
+            and not layer.unroll)
+
+
+@keras.saving.register_keras_serializable(package="textclf")
+class FusedLSTM(keras.layers.LSTM):
+    """``keras.layers.LSTM`` with the fused CPU loop of this module (same weights)."""
+
+    #: Independent batch slices the CPU loop runs side by side; see grouped_recurrence.
+    batch_groups = max(1, len(os.sched_getaffinity(0)))
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        """(B, T, D) -> (last output (B, U), outputs (B, T, U), [h_T, c_T]), as Keras."""
+        if not _fused_path_applies(self, training):
+            return super().inner_loop(sequences, initial_state, mask, training)
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        cell = self.cell
+        # Under mixed precision the matmul over all steps runs in the compute
+        # dtype and the loop keeps float32 states, as cuDNN does.
+        loop_dtype = tf.float32 if sequences.dtype in (tf.bfloat16, tf.float16) else sequences.dtype
+        inputs = tf.transpose(sequences, [1, 0, 2])  # time-major (T, B, D)
+        if mask is not None:
+            mask = tf.cast(tf.transpose(mask)[:, :, None], loop_dtype)  # (T, B, 1)
+        if self.go_backwards:
+            inputs = tf.reverse(inputs, [0])
+            mask = None if mask is None else tf.reverse(mask, [0])
+        projected = tf.tensordot(inputs, tf.cast(cell.kernel, inputs.dtype), 1)  # (T, B, 4U)
+        projected = tf.cast(projected, loop_dtype) + tf.cast(cell.bias, loop_dtype)
+        recurrent_kernel = tf.cast(cell.recurrent_kernel, loop_dtype)
+        h0, c0 = (tf.cast(state, loop_dtype) for state in initial_state)
+        outputs, last_output, h, c = grouped_recurrence(projected, recurrent_kernel, h0, c0,
+                                                        mask, groups=self.batch_groups)
+        return last_output, tf.transpose(outputs, [1, 0, 2]), [h, c]
