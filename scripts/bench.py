@@ -526,28 +526,40 @@ def ablation(settings: Settings) -> list[dict]:
         variants = lever_variants(recipe, family, settings.gpu)
         if settings.quick:  # the code paths only: the baseline and one dtype switch
             variants = variants[:1] + variants[-1:]
-        spec = {"name": f"ablation_bbc_{family}", "recipe": str(recipe),
-                "overrides": settings.data_overrides["bbc"] + ["train.verbose=epoch"],
-                "epochs": settings.ablation_epochs, "variants": variants}
-        raw = run_worker(settings, "bench_textclf.py", "ablation", spec)
-        raw["family"] = family
-        out.append(raw)
+        rows = []
+        # One process per variant: a fresh TensorFlow chooses its own threads
+        # (textclf.runtime.fused_loops_get_one_thread_per_op).
+        for index, variant in enumerate(variants):
+            spec = {"name": f"ablation_bbc_{family}_{index}", "recipe": str(recipe),
+                    "overrides": settings.data_overrides["bbc"] + ["train.verbose=epoch"],
+                    "epochs": settings.ablation_epochs, "variants": [variant]}
+            raw = run_worker(settings, "bench_textclf.py", "ablation", spec)
+            rows += raw.get("variants") or [{"name": variant["name"],
+                                            "overrides": variant["overrides"],
+                                            "error": raw.get("error", "no result")}]
+        out.append({"name": f"ablation_bbc_{family}", "recipe": str(recipe), "family": family,
+                    "epochs": settings.ablation_epochs, "variants": rows})
     return out
 
 
 def lstm_layer_check(settings: Settings) -> dict:
     """scripts/bench_lstm.py (one LSTM layer: Keras' CPU loop vs FusedLSTM)."""
-    log = settings.workdir / "logs" / "bench_lstm.log"
-    say("lstm: scripts/bench_lstm.py")
-    options = ["--repeats", "2", "--steps", "50"] if settings.quick else []
-    done = run_process([sys.executable, str(SCRIPTS / "bench_lstm.py"), *options], log,
-                       child_env(settings.gpu))
-    text = log.read_text(encoding="utf-8", errors="replace")
-    lines = [line.rstrip() for line in text.splitlines()
-             if line.startswith("LSTM layer") or line.startswith("  batch")]
-    result = {"returncode": done.returncode, "lines": lines, "seconds": done.seconds}
-    if done.returncode != 0 or not lines:
-        result["error"] = f"exit {done.returncode}: {done.tail(3)[-300:]}"
+    options = ["--repeats", "2", "--steps", "50"] if settings.quick else ["--repeats", "9"]
+    result = {"lines": [], "seconds": 0.0}
+    # TensorFlow's default threads, then one thread per op (what textclf trains with).
+    for threads in ("0", "1"):
+        log = settings.workdir / "logs" / f"bench_lstm_{threads}.log"
+        command = [sys.executable, str(SCRIPTS / "bench_lstm.py"), *options,
+                   "--intra-op-threads", threads]
+        say(f"lstm: {' '.join(command[1:])}")
+        done = run_process(command, log, child_env(settings.gpu))
+        text = log.read_text(encoding="utf-8", errors="replace")
+        lines = [line.rstrip() for line in text.splitlines()
+                 if line.startswith("LSTM layer") or line.startswith("  batch")]
+        result["lines"] += [f"$ python scripts/bench_lstm.py --intra-op-threads {threads}"] + lines
+        result["seconds"] += done.seconds
+        if done.returncode != 0 or not lines:
+            result["error"] = f"exit {done.returncode}: {done.tail(3)[-300:]}"
     return result
 
 

@@ -34,16 +34,6 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import numpy as np  # noqa: E402
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def matmul_peak(tf, repeats: int = 10) -> float:
     """float32 GFLOP/s of a 2048 x 2048 matmul in a tf.function (best of ``repeats``)."""
     a = tf.random.normal((2048, 2048))
@@ -66,11 +56,18 @@ def main(argv=None) -> int:
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--features", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--groups", default="",
+                        help="comma list of FusedLSTM batch_groups to time (default: 1 and "
+                             "textclf's choice)")
+    parser.add_argument("--intra-op-threads", type=int, default=0,
+                        help="TensorFlow's threads per op (0: its default, all cores)")
     args = parser.parse_args(argv)
 
     from textclf.runtime import import_tensorflow
 
     tf = import_tensorflow()
+    if args.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     import keras
 
     from textclf.models.fused_lstm import FusedLSTM
@@ -78,21 +75,22 @@ def main(argv=None) -> int:
     groups = FusedLSTM.batch_groups
     peak = matmul_peak(tf)
     steps, units, features = args.steps, args.units, args.features
+    threads = args.intra_op_threads or "all cores"
     print(f"LSTM layer forward + backward, {steps} steps, {features} features, {units} units, "
-          f"float32, median of {args.repeats}; {len(os.sched_getaffinity(0))} CPUs; "
-          f"matmul peak {peak:.1f} GFLOP/s")
+          f"float32, median of {args.repeats}; {len(os.sched_getaffinity(0))} CPUs, threads per "
+          f"op: {threads}; matmul peak with these threads {peak:.1f} GFLOP/s")
     for batch in (int(b) for b in args.batch.split(",")):
         rng = np.random.default_rng(0)
         x = tf.constant(rng.normal(size=(batch, steps, features)).astype("float32"))
         lengths = rng.integers(steps // 2, steps + 1, size=batch)
         lengths[0] = steps
         mask = tf.constant(np.arange(steps)[None] < lengths[:, None])
-        variants = [("keras.layers.LSTM", keras.layers.LSTM, 1),
-                    ("FusedLSTM, groups 1", FusedLSTM, 1)]
-        if groups > 1:
-            variants.append((f"FusedLSTM, groups {groups}", FusedLSTM, groups))
+        group_counts = ([int(g) for g in args.groups.split(",")] if args.groups
+                        else sorted({1, groups}))
+        variants = [("keras.layers.LSTM", keras.layers.LSTM, 1)] + [
+            (f"FusedLSTM, groups {n}", FusedLSTM, n) for n in group_counts]
         flops = 3 * 2 * 4 * units * (features + units) * steps * batch
-        baseline = None
+        steps_fns = []
         for name, cls, n_groups in variants:
             keras.utils.set_random_seed(1)
             layer = cls(units, return_sequences=True)
@@ -106,9 +104,18 @@ def main(argv=None) -> int:
                     loss = tf.reduce_sum(layer(x, mask=mask) ** 2)
                 return tape.gradient(loss, [x, *layer.trainable_weights])
 
-            seconds = median_seconds(lambda: [g.numpy() for g in train_step(x, mask)],
-                                     args.repeats)
-            baseline = baseline or seconds
+            steps_fns.append((name, lambda step=train_step: [g.numpy() for g in step(x, mask)]))
+        # Interleaved (A B C A B C ...): drifts in the machine's speed hit every
+        # variant alike instead of whichever ran during them.
+        times = {name: [] for name, _ in steps_fns}
+        for _, fn in steps_fns:
+            fn()  # trace and warm up
+        for _ in range(args.repeats):
+            for name, fn in steps_fns:
+                times[name].append(_timed(fn))
+        baseline = statistics.median(times[steps_fns[0][0]])
+        for name, _ in steps_fns:
+            seconds = statistics.median(times[name])
             gflops = flops / seconds / 1e9
             print(f"  batch {batch:3d}  {name:22s} {seconds * 1e3:7.1f} ms  "
                   f"{seconds / steps * 1e6:6.0f} us/step  {gflops:6.1f} GFLOP/s "

@@ -204,9 +204,11 @@ def data_texts(cfg, split: str) -> list[str]:
 def ablation(spec: dict) -> dict:
     """Steady-state training speed of one recipe under each variant's overrides.
 
-    Every variant trains ``spec["epochs"]`` epochs (no early stop) in this one
-    process, from the same seed; the dtype policy and Keras state are reset
-    between variants (``train.mixed_precision`` sets a global policy).
+    Every variant trains ``spec["epochs"]`` epochs (no early stop) from the
+    same seed; the dtype policy and Keras state are reset between variants
+    (``train.mixed_precision`` sets a global policy). scripts/bench.py gives
+    each variant a process of its own, because TensorFlow's thread settings
+    (textclf.runtime) can only be chosen before a process runs its first op.
     """
     import keras
 

@@ -60,6 +60,26 @@ def test_folded_equals_the_model(tf, options):
         np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
 
 
+def test_mixed_precision_model_folds_to_its_own_rounding(tf):
+    """bfloat16 convolutions: the tables use the same rounded embeddings and
+    kernels and round their sums alike, so only a bfloat16 unit in the last place
+    (0.4%) can differ, from the order of the float32 additions."""
+    import keras
+
+    from textclf.models.folded_cnn import folded_predict_fn
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = end_to_end(tf)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert model.get_layer("textcnn").get_layer("conv_3").compute_dtype == "bfloat16"
+    texts = TEXTS[:9]
+    expected = model(tf.constant(texts), training=False).numpy()
+    actual = folded_predict_fn(model)(tf.constant(texts)).numpy()
+    np.testing.assert_allclose(actual, expected, atol=1e-2)
+
+
 def test_declines_tables_over_the_limit_and_other_models(tf):
     import keras
 

@@ -27,6 +27,9 @@ def keras_predictor(run: Run, fold: bool = True) -> Callable[[list[str]], np.nda
     """
     import tensorflow as tf
 
+    from .runtime import fused_loops_get_one_thread_per_op
+
+    fused_loops_get_one_thread_per_op(run.config.model)  # before the model loads
     model = run.model
 
     # One trace serves every batch: the strings' tensor shape is (None,) and

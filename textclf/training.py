@@ -405,7 +405,12 @@ def _run_classifier_training(cfg: Config, target: Path, work: Path, progress: di
     from .reference.export import export_numpy_weights
     from .text import load_embeddings
 
-    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
+    # First: MultiWorkerMirroredStrategy, and the thread setting, must come
+    # before TensorFlow runs any op.
+    from .runtime import fused_loops_get_one_thread_per_op
+
+    if cfg.train.distribute == "none" and fused_loops_get_one_thread_per_op(cfg.model):
+        log("one thread per TensorFlow op: the fused LSTM's batch slices run side by side")
     strategy = distribution_strategy(cfg.train)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     vocabulary = None

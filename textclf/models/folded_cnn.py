@@ -39,18 +39,22 @@ def folded_predict_fn(model, max_table_bytes: int = MAX_TABLE_BYTES):
         return None
     vectorizer, truncate = model.get_layer("vectorizer"), model.get_layer("truncate")
     cnn = model.get_layer("textcnn")
-    embeddings = np.asarray(cnn.get_layer("embedding").embeddings.numpy(), np.float32)  # (V, E)
     convs = sorted((layer for layer in cnn.layers if layer.name.startswith("conv_")),
                    key=lambda layer: layer.kernel_size[0])
+    dtype = convs[0].compute_dtype  # float32, or bfloat16/float16 under mixed precision
+    # Under mixed precision the convolutions multiply inputs and kernels rounded to
+    # ``dtype`` (products and sums in float32) and round their output: the
+    # tables are built from the same rounded values and the sums rounded alike.
+    embeddings = _rounded(cnn.get_layer("embedding").embeddings.numpy(), dtype)  # (V, E)
     filters = sum(int(np.prod(layer.kernel.shape[::2])) for layer in convs)  # sum K * F
     if embeddings.shape[0] * filters * 4 > max_table_bytes:
         return None
     pad = cnn.get_layer("end_padding").pad
     branches = []
     for conv in convs:
-        kernel = np.asarray(conv.kernel.numpy(), np.float32)  # (K, E, F)
+        kernel = _rounded(conv.kernel.numpy(), dtype)  # (K, E, F)
         tables = [tf.constant(embeddings @ kernel[j]) for j in range(kernel.shape[0])]
-        branches.append((conv, tables, tf.constant(np.asarray(conv.bias.numpy(), np.float32)),
+        branches.append((conv, tables, tf.constant(conv.bias.numpy(), dtype),
                          cnn.get_layer(f"max_pool_{kernel.shape[0]}")))
     concat = cnn.get_layer("concat") if len(convs) > 1 else None
     head = cnn.get_layer("output")
@@ -62,11 +66,18 @@ def folded_predict_fn(model, max_table_bytes: int = MAX_TABLE_BYTES):
         pooled = []
         for conv, tables, bias, max_pool in branches:
             windows = tf.shape(padded)[1] - len(tables) + 1  # a "valid" conv's output length
-            features = bias + tf.add_n([tf.gather(table, padded[:, j:j + windows])
-                                        for j, table in enumerate(tables)])  # (B, T', F)
-            features = tf.cast(conv.activation(features), max_pool.compute_dtype)
+            total = tf.add_n([tf.gather(table, padded[:, j:j + windows])
+                              for j, table in enumerate(tables)])  # (B, T', F) float32
+            features = conv.activation(tf.cast(total, dtype) + bias)
             pooled.append(max_pool([features, ids]))  # (B, F)
         features = concat(pooled) if concat is not None else pooled[0]
         return tf.cast(head(features), tf.float32)  # dropout is the identity here
 
     return predict
+
+
+def _rounded(values, dtype: str) -> np.ndarray:
+    """``values`` rounded to ``dtype`` and back to float32 (a no-op for float32)."""
+    import tensorflow as tf
+
+    return tf.cast(tf.cast(tf.constant(values, tf.float32), dtype), tf.float32).numpy()
