@@ -78,6 +78,7 @@ class Settings:
     subsets: dict = field(default_factory=dict)  # quick: dataset -> (train docs, test docs)
     data_overrides: dict = field(default_factory=dict)  # dataset -> --set pointing at a subset
     command: str = ""
+    from_json: Path | None = None  # re-render this run's raw numbers, measure nothing
 
 
 def parse_args(argv=None) -> tuple[Settings, Path | None]:
@@ -107,6 +108,9 @@ def parse_args(argv=None) -> tuple[Settings, Path | None]:
     parser.add_argument("--repeats", type=int, help="whole-process timings: runs each (3)")
     parser.add_argument("--gpu", action="store_true",
                         help="leave GPUs visible (default: CUDA_VISIBLE_DEVICES='' everywhere)")
+    parser.add_argument("--from-json", type=Path,
+                        help="measure nothing: rebuild the targets and the report from the "
+                             "raw numbers an earlier run wrote with --json")
     args = parser.parse_args(argv)
     datasets = [d.strip() for d in (args.datasets or ("bbc" if args.quick else "bbc,imdb"))
                 .split(",") if d.strip()]
@@ -143,6 +147,7 @@ def parse_args(argv=None) -> tuple[Settings, Path | None]:
         subsets={"bbc": (400, None), "imdb": (600, 300)} if quick else {},
         command=" ".join(["python", "scripts/bench.py", *(argv if argv is not None
                                                            else sys.argv[1:])]),
+        from_json=args.from_json,
     ), args.json
 
 
@@ -591,6 +596,8 @@ def reference_check(settings: Settings) -> dict:
 
 def main(argv=None) -> int:
     settings, json_path = parse_args(argv)
+    if settings.from_json:
+        return rerender(settings.from_json, settings.out)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if not settings.gpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -618,6 +625,23 @@ def main(argv=None) -> int:
         write_json(json_path, report)
     print(summary(report))
     say(f"wrote {settings.out} in {report['total_seconds']:.0f} s")
+    return 0
+
+
+def rerender(json_path: Path, out: Path) -> int:
+    """The report of an earlier run (its ``--json`` file), targets recomputed with
+    this version of bench_targets; the run's own command stays in the header."""
+    from bench_report import render
+
+    report = read_json(json_path)
+    results = [Result.from_dict(r) for r in report["results"]]
+    report["targets"] = targets(results, report.get("process") or {},
+                                report.get("memory") or {}, report.get("reference") or {},
+                                report["peak_gflops"])
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(render(report), encoding="utf-8")
+    os.replace(tmp, out)
+    say(f"wrote {out} from {json_path}")
     return 0
 
 

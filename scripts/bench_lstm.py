@@ -101,7 +101,7 @@ def main(argv=None) -> int:
             def train_step(x, mask, layer=layer):
                 with tf.GradientTape() as tape:
                     tape.watch(x)
-                    loss = tf.reduce_sum(layer(x, mask=mask) ** 2)
+                    loss = tf.reduce_sum(layer(x, mask=mask, training=True) ** 2)
                 return tape.gradient(loss, [x, *layer.trainable_weights])
 
             steps_fns.append((name, lambda step=train_step: [g.numpy() for g in step(x, mask)]))

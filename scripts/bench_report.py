@@ -14,6 +14,20 @@ from bench_common import Result, find  # noqa: E402
 DASH = "–"
 
 
+def fastest_epoch_ex_per_s(result: Result) -> float | None:
+    """Training examples/s of the fastest epoch after the first (None without epoch times).
+
+    A cross-check of the median: on this shared machine whole epochs of the same
+    work sometimes take twice as long, and a model with several such epochs
+    (the naive ones here: epochs alternating near 5 s and 10 s) has a median that
+    flips between the two. Each side's fastest epoch is its least disturbed one.
+    """
+    times = [e["train"] for e in (result.extra.get("epoch_times") or [])[1:] if e.get("train")]
+    if not times or not result.n_train:
+        return None
+    return result.n_train / min(times)
+
+
 def _f(value, fmt: str = "{:,.0f}", suffix: str = "") -> str:
     return DASH if value is None else fmt.format(value) + suffix
 
@@ -121,7 +135,7 @@ def dataset_section(report, dataset: str, results: list[Result], peak) -> list[s
                    "are not those of a full training.")
     out.append("")
     header = ["contender", "test acc", "macro-F1", "epochs", "train s", "train ex/s",
-              "s to naive acc", "predict docs/s", "train GFLOP/s (% peak)",
+              "fastest epoch ex/s", "s to naive acc", "predict docs/s", "train GFLOP/s (% peak)",
               "predict GFLOP/s (% peak)", "peak RSS MB", "model MB"]
     rows = []
     for r in results:
@@ -133,6 +147,7 @@ def dataset_section(report, dataset: str, results: list[Result], peak) -> list[s
         rows.append([
             r.contender, _pct(r.test_accuracy), _f(r.macro_f1, "{:.3f}"), _f(r.epochs),
             _f(r.train_seconds, "{:,.1f}"), _f(r.steady_ex_per_s),
+            _f(fastest_epoch_ex_per_s(r)),
             _f(r.extra.get("time_to_naive_s"), "{:,.1f}") if r.extra.get("time_to_naive_s")
             is not None else "not reached",
             _f(r.predict_docs_per_s), _of_peak(train.get("executed_gflop_per_s"), peak),
@@ -161,9 +176,13 @@ def ratio_lines(results: list[Result]) -> list[str]:
         if not tool or not naive or not naive.steady_ex_per_s:
             continue
         ttn, ttn_naive = tool.extra.get("time_to_naive_s"), naive.extra.get("time_to_naive_s")
+        fast_tool, fast_naive = fastest_epoch_ex_per_s(tool), fastest_epoch_ex_per_s(naive)
         lines.append(
             f"- {name}: textclf trains at {tool.steady_ex_per_s / naive.steady_ex_per_s:.2f}x "
-            f"the naive model's examples/s, predicts at "
+            f"the naive model's examples/s (medians"
+            + (f"; {fast_tool / fast_naive:.2f}x fastest epoch against fastest epoch"
+               if fast_tool and fast_naive else "")
+            + "), predicts at "
             f"{tool.predict_docs_per_s / naive.predict_docs_per_s:.2f}x its documents/s, "
             f"test accuracy {100 * (tool.test_accuracy - naive.test_accuracy):+.1f} points"
             + (f", reaches the naive accuracy in {ttn / ttn_naive:.2f}x its time"
@@ -360,7 +379,10 @@ def notes_section(report: dict) -> list[str]:
             "epoch's start to the end of its last training batch (no validation, no "
             "checkpoint), the median over epochs 2 onward; with a single epoch, the batches "
             "after the first 5%. TF-IDF + SVM and fastText: the whole fit (examples x epochs "
-            "/ fit time).",
+            "/ fit time). **fastest epoch ex/s**: the same from the fastest epoch after the "
+            "first, a cross-check: on this machine whole epochs of the same work sometimes "
+            "take twice as long, so a median over few epochs can land on either mode; target "
+            "1 counts as met only when medians and fastest epochs both show it.",
             "- **s to naive acc**: the clock reading (as in train s) at the end of the first "
             "epoch whose test accuracy reached the final test accuracy of the naive model of "
             "the same architecture (the naive TextCNN's for the peers, whose whole fit counts "

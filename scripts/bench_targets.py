@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import Result, find, first_time_reaching  # noqa: E402
+from bench_report import fastest_epoch_ex_per_s  # noqa: E402
 
 
 
@@ -44,10 +45,17 @@ def targets(results: list[Result], process: dict, memory: dict, reference: dict,
             continue
         speed = tool.steady_ex_per_s / naive.steady_ex_per_s
         better = tool.test_accuracy >= naive.test_accuracy
+        fast_tool, fast_naive = fastest_epoch_ex_per_s(tool), fastest_epoch_ex_per_s(naive)
+        fastest = fast_tool / fast_naive if fast_tool and fast_naive else None
+        cross_check = ("" if fastest is None else
+                       f"; fastest epochs {fastest:.2f}x ({fast_tool:,.0f} vs "
+                       f"{fast_naive:,.0f} ex/s)")
+        # Met only if both the medians and the fastest epochs show it.
         row("1", f"{name} training ex/s >= 2x naive, at equal or better test accuracy",
-            f"{speed:.2f}x ({tool.steady_ex_per_s:,.0f} vs {naive.steady_ex_per_s:,.0f} ex/s); "
-            f"accuracy {tool.test_accuracy:.2%} vs {naive.test_accuracy:.2%}",
-            speed >= 2.0 and better)
+            f"{speed:.2f}x ({tool.steady_ex_per_s:,.0f} vs {naive.steady_ex_per_s:,.0f} ex/s, "
+            f"medians){cross_check}; accuracy {tool.test_accuracy:.2%} vs "
+            f"{naive.test_accuracy:.2%}",
+            speed >= 2.0 and (fastest is None or fastest >= 2.0) and better)
         ours, theirs = time_to_naive(tool, naive), time_to_naive(naive, naive)
         if ours is None or not theirs:
             row("2", f"{name} time to naive accuracy <= 1/3 of naive's",

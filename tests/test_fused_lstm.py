@@ -79,14 +79,18 @@ def random_inputs(seed=0):
 @pytest.mark.parametrize("mask_name", list(MASKS))
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("groups", [1, 2, 3])
-def test_matches_keras_outputs_and_gradients(tf, mask_name, go_backwards, groups):
+@pytest.mark.parametrize("training", [True, False], ids=["hand-written-backward", "lean-loop"])
+def test_matches_keras_outputs_and_gradients(tf, mask_name, go_backwards, groups, training):
+    """training=True: the loop with the hand-written backward pass; False: the
+    prediction loop, which TensorFlow differentiates by itself."""
     from textclf.models.fused_lstm import _fused_path_applies
 
     stock, fused = twin_layers(tf, groups, go_backwards=go_backwards)
-    assert _fused_path_applies(fused, training=True)
+    assert _fused_path_applies(fused, training=training)
     x, h0, c0 = random_inputs()
-    expected_out, expected_grads = outputs_and_gradients(tf, stock, x, MASKS[mask_name], h0, c0)
-    actual_out, actual_grads = outputs_and_gradients(tf, fused, x, MASKS[mask_name], h0, c0)
+    mask = MASKS[mask_name]
+    expected_out, expected_grads = outputs_and_gradients(tf, stock, x, mask, h0, c0, training)
+    actual_out, actual_grads = outputs_and_gradients(tf, fused, x, mask, h0, c0, training)
     for name, a, e in zip(("outputs", "h", "c"), actual_out, expected_out):
         assert_close(a, e, name)
     names = ["x", "h0", "c0", "kernel", "recurrent_kernel", "bias"]
@@ -104,7 +108,7 @@ def test_tensorflow_function_and_batches_smaller_than_the_groups(tf):
 
         @tf.function
         def run(layer, x):
-            return outputs_and_gradients(tf, layer, x, None, zeros, zeros)
+            return outputs_and_gradients(tf, layer, x, None, zeros, zeros, training=True)
 
         (e_out, e_grads), (a_out, a_grads) = run(stock, x), run(fused, x)
         for a, e in zip(a_out + a_grads, e_out + e_grads):

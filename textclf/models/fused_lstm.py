@@ -47,7 +47,7 @@ def gate_scale(units: int, dtype) -> tf.Tensor:
     return tf.concat([ones, ones, 2 * ones, ones], axis=0)
 
 
-def scaled_lstm_recurrence(projected, recurrent_kernel, h0, c0, mask):
+def scaled_lstm_recurrence(projected, recurrent_kernel, h0, c0, mask, training: bool = True):
     """Run the LSTM recurrence over precomputed, gate-scaled input projections.
 
     ``projected`` (T, B, 4U) = (x_t @ kernel + bias) * gate_scale, time-major,
@@ -55,16 +55,47 @@ def scaled_lstm_recurrence(projected, recurrent_kernel, h0, c0, mask):
     gate_scale; ``h0``, ``c0`` (B, U); ``mask`` (T, B, 1) in the loop dtype
     (1 = real step). Returns ``outputs`` (T, B, U), ``last_output``, ``h_T`` and
     ``c_T`` (B, U); differentiable in all but the mask, through the
-    hand-written :func:`_backward`.
+    hand-written :func:`_backward` when ``training``. Otherwise a lean loop
+    keeps nothing for a backward pass (prediction, validation: at T = 600 and
+    B = 64 the records take 0.1 GB); TensorFlow can still differentiate it,
+    the slow generic way (``textclf check --gradients`` does, and compares
+    with the reference nets).
 
     Keras' masking rule: a masked step carries h and c and repeats the previous
     *output*, which starts at zeros, not at h0; so a step before a row's first
     real one outputs zeros (the states are equal from the first real step on).
     """
-    states, h_last, c_last = _recurrence(projected, recurrent_kernel, h0, c0, mask)
+    run = _recurrence if training else _forward_only
+    states, h_last, c_last = run(projected, recurrent_kernel, h0, c0, mask)
     emitted = tf.cast(tf.cumsum(mask, axis=0) > 0, states.dtype)  # (T, B, 1)
     last_output = h_last * tf.cast(tf.reduce_any(mask > 0, axis=0), h_last.dtype)
     return states * emitted, last_output, h_last, c_last
+
+
+def _lstm_step(z, c):
+    """One cell update from gate-scaled pre-activations z (B, 4U) and c (B, U):
+    (all four gates after their activations (B, 4U), c_new, h_new)."""
+    s = tf.sigmoid(z)
+    i, f, g2, o = tf.split(s, 4, axis=1)  # g2 = sigmoid(2 z_c); tanh(z_c) = 2 g2 - 1
+    c_new = f * c + i * (2 * g2 - 1)
+    return s, c_new, o * tf.tanh(c_new)
+
+
+def _forward_only(projected, recurrent_kernel, h0, c0, mask):
+    """The recurrence without the per-step records of :func:`_recurrence`."""
+    keep = mask > 0
+    written = tf.TensorArray(projected.dtype, size=tf.shape(projected)[0],
+                             element_shape=h0.shape)
+
+    def step(t, h, c, outputs):
+        _, c_new, h_new = _lstm_step(projected[t] + tf.matmul(h, recurrent_kernel), c)
+        h_new, c_new = tf.where(keep[t], h_new, h), tf.where(keep[t], c_new, c)
+        return t + 1, h_new, c_new, outputs.write(t, h_new)
+
+    _, h_last, c_last, outputs = tf.while_loop(
+        lambda t, *_: t < tf.shape(projected)[0], step, (tf.constant(0), h0, c0, written),
+        parallel_iterations=32)
+    return outputs.stack(), h_last, c_last
 
 
 @tf.custom_gradient
@@ -76,10 +107,7 @@ def _recurrence(projected, recurrent_kernel, h0, c0, mask):
                for shape in (projected.shape[1:], h0.shape, h0.shape)]
 
     def step(t, h, c, sigmoids, cells, outputs):
-        s = tf.sigmoid(projected[t] + tf.matmul(h, recurrent_kernel))  # (B, 4U)
-        i, f, g2, o = tf.split(s, 4, axis=1)  # g2 = sigmoid(2 z_c); tanh(z_c) = 2 g2 - 1
-        c_new = f * c + i * (2 * g2 - 1)
-        h_new = o * tf.tanh(c_new)
+        s, c_new, h_new = _lstm_step(projected[t] + tf.matmul(h, recurrent_kernel), c)
         m = keep[t]  # (B, 1): a masked step keeps h and c (Keras' rule)
         h_new, c_new = tf.where(m, h_new, h), tf.where(m, c_new, c)
         return (t + 1, h_new, c_new, sigmoids.write(t, s), cells.write(t, c_new),
@@ -200,12 +228,12 @@ class FusedLSTM(keras.layers.LSTM):
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         # Cut before going time-major, where a row slice is contiguous.
-        results = [self._slice_loop(*piece) for piece in
+        results = [self._slice_loop(*piece, training) for piece in
                    _split_batch([sequences, mask, *initial_state], self.batch_groups)]
         outputs, last_output, h, c = (tf.concat(part, axis=0) for part in zip(*results))
         return last_output, outputs, [h, c]
 
-    def _slice_loop(self, sequences, mask, h0, c0):
+    def _slice_loop(self, sequences, mask, h0, c0, training):
         """One slice: (B', T, D) -> outputs (B', T, U), last output, h_T, c_T."""
         cell = self.cell
         # Under mixed precision the matmul over all steps runs in the compute
@@ -224,5 +252,6 @@ class FusedLSTM(keras.layers.LSTM):
         projected = tf.cast(projected, loop_dtype) + tf.cast(cell.bias, loop_dtype) * scale
         recurrent_kernel = tf.cast(cell.recurrent_kernel, loop_dtype) * scale
         outputs, last_output, h, c = scaled_lstm_recurrence(
-            projected, recurrent_kernel, tf.cast(h0, loop_dtype), tf.cast(c0, loop_dtype), mask)
+            projected, recurrent_kernel, tf.cast(h0, loop_dtype), tf.cast(c0, loop_dtype), mask,
+            training=bool(training))
         return tf.transpose(outputs, [1, 0, 2]), last_output, h, c
