@@ -71,8 +71,11 @@ def render(report: dict) -> str:
     out += targets_section(report["targets"])
     out += ablation_section(report.get("ablation") or [], results, peak, peaks)
     out += process_section(report.get("process") or {}, report.get("memory") or {})
-    out += lstm_layer_section(report.get("lstm_layer") or {})
-    out += reference_section(report.get("reference") or {})
+    out += script_output_section(
+        "One LSTM layer: Keras' CPU loop against FusedLSTM (scripts/bench_lstm.py)",
+        report.get("lstm_layer") or {})
+    out += script_output_section("NumPy reference LSTM (scripts/bench_reference.py)",
+                                 report.get("reference") or {})
     out += notes_section(report)
     return "\n".join(out).rstrip() + "\n"
 
@@ -334,23 +337,14 @@ def process_section(process: dict, memory: dict) -> list[str]:
     return out
 
 
-def lstm_layer_section(lstm: dict) -> list[str]:
-    if not lstm:
+def script_output_section(title: str, result: dict) -> list[str]:
+    """A section quoting a timing script's output lines (or why it has none)."""
+    if not result:
         return []
-    out = ["## One LSTM layer: Keras' CPU loop against FusedLSTM (scripts/bench_lstm.py)", ""]
-    if lstm.get("error"):
-        out.append(f"Not measured: {lstm['error']}")
-    out += ["```"] + lstm.get("lines", []) + ["```", ""] if lstm.get("lines") else [""]
-    return out
-
-
-def reference_section(reference: dict) -> list[str]:
-    if not reference:
-        return []
-    out = ["## NumPy reference LSTM (scripts/bench_reference.py)", ""]
-    if reference.get("error"):
-        out.append(f"Not measured: {reference['error']}")
-    out += ["```"] + reference.get("lines", []) + ["```", ""] if reference.get("lines") else [""]
+    out = [f"## {title}", ""]
+    if result.get("error"):
+        out.append(f"Not measured: {result['error']}")
+    out += ["```"] + result.get("lines", []) + ["```", ""] if result.get("lines") else [""]
     return out
 
 
