@@ -12,10 +12,11 @@ saved form; only its CPU inner loop differs (:func:`scaled_lstm_recurrence`):
   (B*T, D) x (D, 4U) matmul; the loop runs only ``h @ U``;
 - backward (hand-written, through :func:`tf.custom_gradient`): the loop runs
   only ``dz @ U^T``; ``dU = H_prev^T dZ``, ``dW`` and ``dX`` are each one large
-  matmul after it.
-
+  matmul after it;
 - the batch is cut into one slice per core, each with a loop of its own, run
-  side by side (:attr:`FusedLSTM.batch_groups`).
+  side by side (:attr:`FusedLSTM.batch_groups`);
+- prediction and validation run a lean loop that records nothing for a
+  backward pass.
 
 So each step does one small matmul each way instead of two forward and four
 backward. Masking follows Keras exactly (a masked step carries ``h`` and ``c``
@@ -169,8 +170,9 @@ def _backward(d_outputs, d_h_last, d_c_last, recurrent_kernel, h0, c0, mask,
     def step(t, d_h, d_c, d_z_seq):
         d_h = d_h + d_outputs[t]  # (B, U): everything that reaches h_t
         d_c_new = mask[t] * (d_c + d_h * through_h[t])
-        # [d_c_new, d_c_new, d_c_new, d_h] by broadcasting: a concat here costs
-        # more than the step's matmul.
+        # [d_c_new, d_c_new, d_c_new, d_h] by broadcasting, not a concat: with the
+        # default threads TensorFlow shards a concat over the pool, and the
+        # profiler showed it waiting for the core busy with the other slice.
         d_gates = tf.where(is_output_gate, d_h[:, None, :], d_c_new[:, None, :])  # (B, 4, U)
         d_z = tf.reshape(d_gates * gate_factors[t], [-1, 4 * units])  # (B, 4U)
         d_h_prev = tf.ensure_shape(tf.where(keep[t], tf.matmul(d_z, kernel_t), d_h), d_h.shape)
