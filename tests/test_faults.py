@@ -91,9 +91,16 @@ def wait_for(condition, child: subprocess.Popen, what: str, timeout: float = 240
         time.sleep(0.005)
 
 
+def _as_a_foreground_job() -> None:
+    """Ctrl-C reaches a command a user runs in a terminal; a test suite started in
+    the background (``make test &``) has SIGINT ignored, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(*args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([*CLI, *map(str, args)], env=ENV, cwd=kwargs.pop("cwd", REPO),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_a_foreground_job, **kwargs)
 
 
 # --------------------------------------------------------------------------
