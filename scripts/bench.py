@@ -499,8 +499,8 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     """
     from textclf.config import load_config
 
-    train = load_config(recipe).train
-    model = load_config(recipe).model
+    config = load_config(recipe)
+    train, model = config.train, config.model
     variants = [{"name": "shipped", "overrides": []}]
     if train.bucketing:
         variants.append({"name": "bucketing off", "overrides": ["train.bucketing=false"]})

@@ -30,7 +30,7 @@ def test_constant_rate_and_clipping(keras):
     from textclf.optimizers import make_optimizer
 
     cfg = TrainConfig(learning_rate=0.01, clipnorm=2.0)
-    optimizer = make_optimizer(cfg, steps_per_epoch=7)
+    optimizer = make_optimizer(cfg, n_train=7 * cfg.batch_size)
     assert isinstance(optimizer, keras.optimizers.Adam)
     assert optimizer.clipnorm == 2.0
     assert float(optimizer.learning_rate) == pytest.approx(0.01)
@@ -44,7 +44,7 @@ def test_cosine_schedule_rises_then_decays_to_zero_at_the_last_epoch(keras, warm
     cfg = TrainConfig(learning_rate=0.004, epochs=5, lr_schedule="cosine",
                       warmup_epochs=warmup_epochs)
     steps = 10
-    optimizer = make_optimizer(cfg, steps_per_epoch=steps)
+    optimizer = make_optimizer(cfg, n_train=steps * cfg.batch_size - 5)  # 10 batches
     assert isinstance(optimizer.get_config()["learning_rate"], dict)  # a serialised schedule
     warmup = int(warmup_epochs * steps)
     if warmup:

@@ -149,7 +149,7 @@ def test_saved_model_loads_in_safe_mode(tmp_path):
     config = config_from_dict({"data": {"train": "x", "format": "ptb_trees"},
                                "model": {"type": "treenet"}})
     from textclf.models.treenet import compile_treenet
-    compile_treenet(model, config.train)
+    compile_treenet(model, config.train, n_train=1)
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)

@@ -23,9 +23,15 @@ def learning_rate(cfg, steps_per_epoch: int):
                                                   warmup_target=cfg.learning_rate)
 
 
-def make_optimizer(cfg, steps_per_epoch: int = 1):
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Batches in an epoch of ``n_train`` examples (at least 1)."""
+    return max(1, -(-n_train // batch_size))
+
+
+def make_optimizer(cfg, n_train: int):
     """The configured optimizer with clipping and learning-rate schedule
-    (TrainConfig -> keras optimizer); ``steps_per_epoch`` sizes the schedule."""
+    (TrainConfig -> keras optimizer); ``n_train`` training examples size the
+    schedule."""
     import keras
 
     clip = {}
@@ -33,7 +39,7 @@ def make_optimizer(cfg, steps_per_epoch: int = 1):
         clip["clipnorm"] = cfg.clipnorm
     if cfg.clipvalue is not None:
         clip["clipvalue"] = cfg.clipvalue
-    rate = learning_rate(cfg, steps_per_epoch)
+    rate = learning_rate(cfg, steps_per_epoch(n_train, cfg.batch_size))
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(rate, **clip)
     if cfg.optimizer == "sgd":

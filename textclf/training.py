@@ -54,17 +54,13 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def steps_per_epoch(n_examples: int, batch_size: int) -> int:
-    return max(1, -(-n_examples // batch_size))
-
-
 def compile_classifier(model, cfg: Config, n_train: int) -> None:
     """Optimizer, loss and metrics; ``n_train`` training examples size the
     learning-rate schedule."""
     import keras
 
     model.compile(
-        optimizer=make_optimizer(cfg.train, steps_per_epoch(n_train, cfg.train.batch_size)),
+        optimizer=make_optimizer(cfg.train, n_train),
         loss=keras.losses.CategoricalCrossentropy(),
         # F1Score(average="macro") accumulates the whole epoch's counts, so
         # val_macro_f1 is the real macro-F1, usable as an early-stopping monitor.

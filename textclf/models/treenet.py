@@ -324,13 +324,12 @@ def build_treenet(cfg: ModelConfig, vocab_size: int, n_classes: int,
     return model
 
 
-def compile_treenet(model: TreeNet, cfg: TrainConfig, optimizer=None,
-                    n_train: int = 1) -> TreeNet:
+def compile_treenet(model: TreeNet, cfg: TrainConfig, n_train: int,
+                    optimizer=None) -> TreeNet:
     """Loss: per-tree node cross-entropy sum; metrics ``accuracy`` (root) and
     ``all_nodes_accuracy``. No XLA: the level loop's node sets have data-dependent sizes.
     ``n_train`` training trees size the learning-rate schedule."""
-    steps = max(1, -(-n_train // cfg.batch_size))
-    model.compile(optimizer=optimizer or make_optimizer(cfg, steps), loss=NodeCrossEntropy(),
+    model.compile(optimizer=optimizer or make_optimizer(cfg, n_train), loss=NodeCrossEntropy(),
                   metrics=[RootAccuracy(), NodeAccuracy()], jit_compile=False)
     return model
 
