@@ -83,10 +83,10 @@ def random_inputs(seed=0):
 def test_matches_keras_outputs_and_gradients(tf, mask_name, go_backwards, groups, training):
     """training=True: the loop with the hand-written backward pass; False: the
     prediction loop, which TensorFlow differentiates by itself."""
-    from textclf.models.fused_lstm import _fused_path_applies
+    from textclf.models.fused_lstm import fused_path_applies
 
     stock, fused = twin_layers(tf, groups, go_backwards=go_backwards)
-    assert _fused_path_applies(fused, training=training)
+    assert fused_path_applies(fused, training=training)
     x, h0, c0 = random_inputs()
     mask = MASKS[mask_name]
     expected_out, expected_grads = outputs_and_gradients(tf, stock, x, mask, h0, c0, training)
@@ -116,14 +116,14 @@ def test_tensorflow_function_and_batches_smaller_than_the_groups(tf):
 
 
 def test_falls_back_to_keras_where_the_fused_loop_does_not_apply(tf):
-    from textclf.models.fused_lstm import _fused_path_applies
+    from textclf.models.fused_lstm import fused_path_applies
 
     _, with_dropout = twin_layers(tf, dropout=0.3)
-    assert not _fused_path_applies(with_dropout, training=True)
-    assert _fused_path_applies(with_dropout, training=False)  # dropout is off at inference
+    assert not fused_path_applies(with_dropout, training=True)
+    assert fused_path_applies(with_dropout, training=False)  # dropout is off at inference
     for options in (dict(recurrent_dropout=0.2), dict(activation="relu"), dict(unroll=True)):
         stock, fused = twin_layers(tf, **options)
-        assert not _fused_path_applies(fused, training=False), options
+        assert not fused_path_applies(fused, training=False), options
         x, h0, c0 = random_inputs(1)
         for a, e in zip(outputs_and_gradients(tf, fused, x, MASKS["holes"], h0, c0)[0],
                         outputs_and_gradients(tf, stock, x, MASKS["holes"], h0, c0)[0]):

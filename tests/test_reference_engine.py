@@ -65,6 +65,19 @@ def test_engine_equals_keras_end_to_end(tmp_path, kind, texts):
     np.testing.assert_array_equal(engine.encode(texts)[:, :keras_ids.shape[1]], keras_ids)
 
 
+@pytest.mark.parametrize("kind", ["word_cnn", "char_rnn"])
+def test_a_batch_of_empty_texts_alone(tmp_path, kind):
+    """It vectorizes to (B, 0); Keras' recurrent layers cannot run zero steps, so
+    TruncateTokens gives it one padding column: the answer for an empty text is
+    the same alone as among longer texts, and the NumPy engine's."""
+    model, _, _ = end_to_end(kind, max_length=12)
+    export_numpy_weights(model, tmp_path / "weights.npz")
+    alone = np.asarray(model(tf.constant(["", ""])))
+    among = np.asarray(model(tf.constant(["", "a longer text here"])))
+    np.testing.assert_allclose(alone, among[[0, 0]], atol=1e-6)
+    np.testing.assert_allclose(NumpyEngine(tmp_path).predict_proba(["", ""]), alone, atol=1e-5)
+
+
 def test_engine_from_config_and_vocabulary_file(tmp_path):
     """A run exported from the bare classifier: settings from config.yaml, vocabulary.txt."""
     model, classifier, vectorizer = end_to_end("char_rnn", max_length=5)

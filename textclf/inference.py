@@ -23,7 +23,9 @@ def keras_predictor(run: Run, fold: bool = True) -> Callable[[list[str]], np.nda
     """The saved end-to-end model as one compiled function of a batch of strings.
 
     A TextCNN predicts through its folded form (embedding x filters looked up,
-    textclf.models.folded_cnn) unless ``fold`` is False.
+    textclf.models.folded_cnn), an LSTM through its folded input projection
+    (textclf.models.folded_lstm), unless ``fold`` is False or the model has no
+    such form (the plain model runs then).
     """
     import tensorflow as tf
 
@@ -41,6 +43,10 @@ def keras_predictor(run: Run, fold: bool = True) -> Callable[[list[str]], np.nda
     forward = plain_forward
     if fold and run.config.model.type == "cnn":
         from .models.folded_cnn import folded_predict_fn
+
+        forward = folded_predict_fn(model) or plain_forward
+    elif fold and run.config.model.type == "rnn":
+        from .models.folded_lstm import folded_predict_fn
 
         forward = folded_predict_fn(model) or plain_forward
 

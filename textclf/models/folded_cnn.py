@@ -45,14 +45,14 @@ def folded_predict_fn(model, max_table_bytes: int = MAX_TABLE_BYTES):
     # Under mixed precision the convolutions multiply inputs and kernels rounded to
     # ``dtype`` (products and sums in float32) and round their output: the
     # tables are built from the same rounded values and the sums rounded alike.
-    embeddings = _rounded(cnn.get_layer("embedding").embeddings.numpy(), dtype)  # (V, E)
+    embeddings = rounded(cnn.get_layer("embedding").embeddings.numpy(), dtype)  # (V, E)
     filters = sum(int(np.prod(layer.kernel.shape[::2])) for layer in convs)  # sum K * F
     if embeddings.shape[0] * filters * 4 > max_table_bytes:
         return None
     pad = cnn.get_layer("end_padding").pad
     branches = []
     for conv in convs:
-        kernel = _rounded(conv.kernel.numpy(), dtype)  # (K, E, F)
+        kernel = rounded(conv.kernel.numpy(), dtype)  # (K, E, F)
         tables = [tf.constant(embeddings @ kernel[j]) for j in range(kernel.shape[0])]
         branches.append((conv, tables, tf.constant(conv.bias.numpy(), dtype),
                          cnn.get_layer(f"max_pool_{kernel.shape[0]}")))
@@ -76,7 +76,7 @@ def folded_predict_fn(model, max_table_bytes: int = MAX_TABLE_BYTES):
     return predict
 
 
-def _rounded(values, dtype: str) -> np.ndarray:
+def rounded(values, dtype: str) -> np.ndarray:
     """``values`` rounded to ``dtype`` and back to float32 (a no-op for float32)."""
     import tensorflow as tf
 

@@ -73,7 +73,7 @@ def scaled_lstm_recurrence(projected, recurrent_kernel, h0, c0, mask, training: 
     return states * emitted, last_output, h_last, c_last
 
 
-def _lstm_step(z, c):
+def lstm_step(z, c):
     """One cell update from gate-scaled pre-activations z (B, 4U) and c (B, U):
     (all four gates after their activations (B, 4U), c_new, h_new)."""
     s = tf.sigmoid(z)
@@ -89,7 +89,7 @@ def _forward_only(projected, recurrent_kernel, h0, c0, mask):
                              element_shape=h0.shape)
 
     def step(t, h, c, outputs):
-        _, c_new, h_new = _lstm_step(projected[t] + tf.matmul(h, recurrent_kernel), c)
+        _, c_new, h_new = lstm_step(projected[t] + tf.matmul(h, recurrent_kernel), c)
         h_new, c_new = tf.where(keep[t], h_new, h), tf.where(keep[t], c_new, c)
         return t + 1, h_new, c_new, outputs.write(t, h_new)
 
@@ -108,7 +108,7 @@ def _recurrence(projected, recurrent_kernel, h0, c0, mask):
                for shape in (projected.shape[1:], h0.shape, h0.shape)]
 
     def step(t, h, c, sigmoids, cells, outputs):
-        s, c_new, h_new = _lstm_step(projected[t] + tf.matmul(h, recurrent_kernel), c)
+        s, c_new, h_new = lstm_step(projected[t] + tf.matmul(h, recurrent_kernel), c)
         m = keep[t]  # (B, 1): a masked step keeps h and c (Keras' rule)
         h_new, c_new = tf.where(m, h_new, h), tf.where(m, c_new, c)
         return (t + 1, h_new, c_new, sigmoids.write(t, s), cells.write(t, c_new),
@@ -190,7 +190,7 @@ def _backward(d_outputs, d_h_last, d_c_last, recurrent_kernel, h0, c0, mask,
     return d_projected, d_kernel, d_h0, d_c0
 
 
-def _fused_path_applies(layer: keras.layers.LSTM, training: bool) -> bool:
+def fused_path_applies(layer: keras.layers.LSTM, training: bool) -> bool:
     """True when the fused CPU loop computes exactly what Keras' loop would."""
     cell = layer.cell
     return (keras.backend.backend() == "tensorflow"
@@ -202,7 +202,7 @@ def _fused_path_applies(layer: keras.layers.LSTM, training: bool) -> bool:
             and not layer.unroll)
 
 
-def _split_batch(tensors, groups: int):
+def split_batch(tensors, groups: int):
     """Cut each (B, ...) tensor (or None) into ``groups`` row slices of near-equal size."""
     batch = tf.shape(tensors[0])[0]
     bounds = [batch * k // groups for k in range(groups + 1)]
@@ -225,13 +225,13 @@ class FusedLSTM(keras.layers.LSTM):
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         """(B, T, D) -> (last output (B, U), outputs (B, T, U), [h_T, c_T]), as Keras."""
-        if not _fused_path_applies(self, training):
+        if not fused_path_applies(self, training):
             return super().inner_loop(sequences, initial_state, mask, training)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         # Cut before going time-major, where a row slice is contiguous.
         results = [self._slice_loop(*piece, training) for piece in
-                   _split_batch([sequences, mask, *initial_state], self.batch_groups)]
+                   split_batch([sequences, mask, *initial_state], self.batch_groups)]
         outputs, last_output, h, c = (tf.concat(part, axis=0) for part in zip(*results))
         return last_output, outputs, [h, c]
 

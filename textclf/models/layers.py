@@ -13,11 +13,16 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="textclf")
 class TruncateTokens(keras.layers.Layer):
-    """Keep at most ``max_length`` tokens of each row: (B, T) -> (B, min(T, max_length)).
+    """Keep at most ``max_length`` tokens of each row, and at least one column:
+    (B, T) -> (B, max(1, min(T, max_length))).
 
     TextVectorization with ``output_sequence_length=None`` pads each batch only to
     its longest document, which is what makes short-text prediction cheap; this
-    layer adds the cap that a fixed output length would have given.
+    layer adds the cap that a fixed output length would have given. A batch of
+    empty texts vectorizes to (B, 0), on which Keras' recurrent layers fail
+    (they read the first step); it gets one padding column instead, masked like
+    any padding, so every model gives an empty text what it gives it in a
+    batch with longer ones.
     """
 
     def __init__(self, max_length: int, **kwargs):
@@ -25,11 +30,13 @@ class TruncateTokens(keras.layers.Layer):
         self.max_length = int(max_length)
 
     def call(self, ids):
-        return ids[:, : self.max_length]
+        ids = ids[:, : self.max_length]
+        missing = ops.maximum(1 - ops.shape(ids)[1], 0)  # 1 for a (B, 0) batch, else 0
+        return ops.concatenate([ids, ops.zeros((ops.shape(ids)[0], missing), ids.dtype)], axis=1)
 
     def compute_output_shape(self, input_shape):
         steps = input_shape[1]
-        return (input_shape[0], None if steps is None else min(steps, self.max_length))
+        return (input_shape[0], None if steps is None else max(1, min(steps, self.max_length)))
 
     def get_config(self):
         return {**super().get_config(), "max_length": self.max_length}

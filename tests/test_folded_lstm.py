@@ -1,0 +1,129 @@
+"""Folded LSTM prediction (embedding x input kernel as one lookup table) against the model.
+
+Random weights of scale 0.5 (larger than a trained model's, small enough not
+to saturate every gate), texts of every length (empty, one token, longer than
+max_length, out-of-vocabulary words) batched at different padded widths, the
+fused and the stock Keras layer, one and two layers: the folded function must
+give the end-to-end model's probabilities to 1e-5 and the same labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from textclf.config import ModelConfig, TextConfig
+
+TRAIN = ["the cat sat on the mat", "dogs bark at the mail man", "stocks fell sharply today",
+         "the match ended in a draw", "rates rise as markets fall", "a cat and a dog"]
+TEXTS = ["", "cat", "the the the", "unknownword another", "the cat sat on the mat " * 12,
+         "stocks fell as the cat sat", "markets"] * 3
+
+
+@pytest.fixture(scope="module")
+def tf():
+    from textclf.runtime import import_tensorflow
+
+    return import_tensorflow()
+
+
+def end_to_end(tf, **model_options):
+    import keras
+
+    from textclf.models import build_model
+    from textclf.text import build_vectorizer
+    from textclf.training import end_to_end_model
+
+    keras.utils.set_random_seed(4)
+    vectorizer = build_vectorizer(TextConfig(max_tokens=40), TRAIN)
+    vocab_size = len(vectorizer.get_vocabulary())
+    options = {**dict(type="rnn", cell="lstm", units=7, embedding_dim=6), **model_options}
+    classifier = build_model(ModelConfig(**options), vocab_size, n_classes=4)
+    rng = np.random.default_rng(0)
+    classifier.set_weights([rng.normal(0, 0.5, size=w.shape) for w in classifier.get_weights()])
+    return end_to_end_model(vectorizer, classifier, max_length=20)
+
+
+@pytest.mark.parametrize("options", [{}, dict(cpu_loop="keras"), dict(layers=2)],
+                         ids=["fused", "keras-lstm", "two-layers"])
+def test_folded_equals_the_model(tf, options):
+    from textclf.models.folded_lstm import folded_predict_fn
+
+    model = end_to_end(tf, **options)
+    folded = folded_predict_fn(model)
+    assert folded is not None
+    for start in (0, 5):  # two batches of different padded widths
+        texts = TEXTS[start:start + 9]
+        expected = model(tf.constant(texts), training=False).numpy()
+        actual = folded(tf.constant(texts)).numpy()
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
+        np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
+    # A batch of empty texts alone (one padding column, see TruncateTokens): the
+    # same answer as the model's, and as an empty text's among longer ones.
+    alone = folded(tf.constant(["", ""])).numpy()
+    np.testing.assert_allclose(alone, model(tf.constant(["", ""]), training=False).numpy(),
+                               atol=1e-6)
+    np.testing.assert_allclose(alone[0], folded(tf.constant(TEXTS[:2])).numpy()[0], atol=1e-6)
+
+
+def test_mixed_precision_model_folds_to_its_own_rounding(tf):
+    """bfloat16 input projection: the table uses the same rounded embeddings and
+    kernel and rounds the product alike, so only a bfloat16 unit in the last
+    place can differ (from the order of the float32 additions), then carried
+    through the float32 recurrence."""
+    import keras
+
+    from textclf.models.folded_lstm import folded_predict_fn
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = end_to_end(tf)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert model.layers[-1].get_layer("rnn_1").compute_dtype == "bfloat16"
+    texts = TEXTS[:9]
+    expected = model(tf.constant(texts), training=False).numpy()
+    actual = folded_predict_fn(model)(tf.constant(texts)).numpy()
+    np.testing.assert_allclose(actual, expected, atol=1e-2)
+
+
+@pytest.mark.parametrize("options", [dict(cell="gru"), dict(bidirectional=True),
+                                     dict(activation="relu")],
+                         ids=["gru", "bidirectional", "relu"])
+def test_declines_what_the_fused_loop_does_not_compute(tf, options):
+    from textclf.models.folded_lstm import folded_predict_fn
+
+    assert folded_predict_fn(end_to_end(tf, **options)) is None
+
+
+def test_declines_tables_over_the_limit_and_other_models(tf):
+    import keras
+
+    from textclf.models.folded_lstm import folded_predict_fn
+
+    model = end_to_end(tf)
+    assert folded_predict_fn(model, max_table_bytes=100) is None
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    assert folded_predict_fn(plain) is None
+
+
+def test_keras_engine_uses_the_folded_form_and_both_agree(tmp_path, tf):
+    """Through a real run directory: textclf's predictor with and without folding."""
+    from click.testing import CliRunner
+
+    from conftest import write_topic_tsv
+    from textclf.artifact import open_run
+    from textclf.cli import cli
+    from textclf.inference import keras_predictor
+
+    write_topic_tsv(tmp_path / "train.tsv", 120)
+    (tmp_path / "lstm.yaml").write_text(
+        "data: {train: train.tsv, format: tsv}\ntext: {max_tokens: 100, max_length: 20}\n"
+        "model: {type: rnn, cell: lstm, units: 8, embedding_dim: 8}\n"
+        "train: {epochs: 1, batch_size: 16, verbose: quiet}\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train", "-c", str(tmp_path / "lstm.yaml"), "-o",
+                                      str(tmp_path / "run")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    run = open_run(tmp_path / "run")
+    folded, plain = keras_predictor(run), keras_predictor(run, fold=False)
+    np.testing.assert_allclose(folded(TEXTS), plain(TEXTS), atol=1e-5)
