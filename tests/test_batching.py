@@ -57,3 +57,17 @@ def test_dataset_advances_an_epoch_per_iteration():
     second = [ids.numpy().tolist() for ids, _ in dataset]
     assert first != second
     assert data.epoch == 2
+
+
+def test_training_datasets_do_not_autotune():
+    """With tf.data autotuning on, deleting an epoch's iterator waited for the
+    autotune thread (3-4 s stalls at one epoch start in three on bbc_rnn; see
+    textclf.batching.with_epoch_options). The tree net's batches too."""
+    from textclf.models.treenet import tree_dataset
+    from textclf.trees import TreeVocab, tokens_to_tree
+
+    data = BatchSequence(sequences(10), np.zeros(10, dtype=np.int64), 2, batch_size=4)
+    assert data.as_dataset().options().autotune.enabled is False
+    trees = [tokens_to_tree(["a", "b"]).with_labels(np.zeros(3, dtype=np.int64))]
+    assert tree_dataset(trees, TreeVocab(["a", "b"]), batch_size=2).options().autotune.enabled \
+        is False

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..batching import with_epoch_options
 from ..config import Config, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ..optimizers import make_optimizer
@@ -387,7 +388,8 @@ def tree_dataset(trees: Sequence[Tree], vocab: TreeVocab, batch_size: int,
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     # A known length lets Keras show progress and start each epoch with a fresh pass.
     n_batches = -(-len(trees) // batch_size)
-    return dataset.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(n_batches))
+    return with_epoch_options(dataset).prefetch(2)
 
 
 def fit_treenet(config: Config, model: TreeNet, train_trees: Sequence[Tree],
