@@ -227,6 +227,11 @@ def make_epoch_clock(evaluate: Callable | None = None):
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch_start = time.perf_counter()
             self._batch_ends = []
+            self._first_batch_wait = None
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self._first_batch_wait is None:  # the data pipeline's turnover between epochs
+                self._first_batch_wait = time.perf_counter() - self._epoch_start
 
         def on_train_batch_end(self, batch, logs=None):
             self._batch_ends.append(time.perf_counter() - self._epoch_start)
@@ -235,7 +240,8 @@ def make_epoch_clock(evaluate: Callable | None = None):
             now = time.perf_counter()
             ends = self._batch_ends
             self.epochs.append({"train": ends[-1] if ends else now - self._epoch_start,
-                                "total": now - self._epoch_start, "batch_ends": ends})
+                                "total": now - self._epoch_start, "batch_ends": ends,
+                                "first_batch_wait": self._first_batch_wait})
             if evaluate is not None:
                 at = self._clock()
                 began = time.perf_counter()

@@ -158,7 +158,8 @@ def train(spec: dict) -> dict:
                   "predict": inference_flops(arch, np.full(len(docs), SEQUENCE_LENGTH),
                                              doc_lengths, predict_seconds)},
         "extra": {"model_path": str(model_path), "vectorize_seconds": vectorize_seconds,
-                  "epoch_times": [{k: e[k] for k in ("train", "total")} for e in clock.epochs],
+                  "epoch_times": [{k: e[k] for k in ("train", "total", "first_batch_wait")}
+                                  for e in clock.epochs],
                   "max_epochs": spec["epochs"], "patience": spec["patience"]},
     }
 

@@ -161,7 +161,8 @@ def run_recipe(spec: dict) -> dict:
         "extra": {"run_dir": str(run_dir), "train_call_seconds": captured["train_call_seconds"],
                   "weights_npz_bytes": (run_dir / "weights.npz").stat().st_size,
                   "run_dir_bytes": dir_size(run_dir),
-                  "epoch_times": [{k: e[k] for k in ("train", "total")} for e in clock.epochs],
+                  "epoch_times": [{k: e[k] for k in ("train", "total", "first_batch_wait")}
+                                  for e in clock.epochs],
                   "max_epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
                   "bucketing": cfg.train.bucketing,
                   "mixed_precision": read_json(run_dir / "run.json").get(
