@@ -45,7 +45,13 @@ def folded_predict_fn(model, max_table_bytes: int = MAX_TABLE_BYTES):
     import keras
     import tensorflow as tf
 
-    from .fused_lstm import FusedLSTM, fused_path_applies, gate_scale, lstm_step, split_batch
+    from .fused_lstm import (
+        FusedLSTM,
+        fused_path_applies,
+        gate_scale,
+        lstm_step,
+        split_batch,
+    )
 
     names = {layer.name for layer in model.layers}
     if not {"vectorizer", "truncate"} <= names:
@@ -108,4 +114,3 @@ def folded_predict_fn(model, max_table_bytes: int = MAX_TABLE_BYTES):
         return tf.cast(output(x), tf.float32)
 
     return predict
-
