@@ -78,6 +78,55 @@ def train_tiny_run(folder: Path, epochs: int = 4, extra_train: str = "", args=()
     return folder / "run", result
 
 
+TINY_LSTM_RECIPE = (
+    "data: {train: train.tsv, format: tsv}\ntext: {max_tokens: 100, max_length: 20}\n"
+    "model: {type: rnn, cell: lstm, units: 8, embedding_dim: 8}\n"
+    "train: {epochs: 1, batch_size: 16, verbose: quiet}\n")
+
+
+def train_tiny_lstm_run(folder: Path) -> Path:
+    """Train a one-epoch LSTM on fresh topic data in ``folder``; returns the run directory."""
+    from click.testing import CliRunner
+
+    from textclf.cli import cli
+
+    write_topic_tsv(folder / "train.tsv", 120)
+    (folder / "lstm.yaml").write_text(TINY_LSTM_RECIPE, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train", "-c", str(folder / "lstm.yaml"), "-o",
+                                      str(folder / "run")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+# For the folded-prediction tests: a tiny vocabulary and texts of every length
+# (empty, one token, longer than max_length, out-of-vocabulary words).
+FOLD_TRAIN = ["the cat sat on the mat", "dogs bark at the mail man", "stocks fell sharply today",
+              "the match ended in a draw", "rates rise as markets fall", "a cat and a dog"]
+FOLD_TEXTS = ["", "cat", "the the the", "unknownword another", "the cat sat on the mat " * 12,
+              "stocks fell as the cat sat", "markets"] * 3
+
+
+def random_end_to_end(model_config, weight_scale: float, n_classes: int = 4,
+                      max_length: int = 20):
+    """vectorizer (over FOLD_TRAIN) -> truncate -> the classifier of ``model_config``,
+    every weight drawn from N(0, weight_scale^2): a run directory's model, untrained."""
+    import keras
+    import numpy as np
+
+    from textclf.config import TextConfig
+    from textclf.models import build_model
+    from textclf.text import build_vectorizer
+    from textclf.training import end_to_end_model
+
+    keras.utils.set_random_seed(4)
+    vectorizer = build_vectorizer(TextConfig(max_tokens=40), FOLD_TRAIN)
+    classifier = build_model(model_config, len(vectorizer.get_vocabulary()), n_classes)
+    rng = np.random.default_rng(0)
+    classifier.set_weights([rng.normal(0, weight_scale, size=w.shape)
+                            for w in classifier.get_weights()])
+    return end_to_end_model(vectorizer, classifier, max_length=max_length)
+
+
 @pytest.fixture
 def tiny_config(tmp_path, tiny_tsv) -> Path:
     """A fast CNN recipe over ``tiny_tsv`` (valid/test carved from it)."""

@@ -11,12 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from textclf.config import ModelConfig, TextConfig
-
-TRAIN = ["the cat sat on the mat", "dogs bark at the mail man", "stocks fell sharply today",
-         "the match ended in a draw", "rates rise as markets fall", "a cat and a dog"]
-TEXTS = ["", "cat", "the the the", "unknownword another", "the cat sat on the mat " * 12,
-         "stocks fell as the cat sat", "markets"] * 3
+from conftest import FOLD_TEXTS as TEXTS
+from conftest import random_end_to_end
+from textclf.config import ModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +23,9 @@ def tf():
     return import_tensorflow()
 
 
-def end_to_end(tf, **model_options):
-    import keras
-
-    from textclf.models import build_model
-    from textclf.text import build_vectorizer
-    from textclf.training import end_to_end_model
-
-    keras.utils.set_random_seed(4)
-    vectorizer = build_vectorizer(TextConfig(max_tokens=40), TRAIN)
-    vocab_size = len(vectorizer.get_vocabulary())
-    classifier = build_model(ModelConfig(type="cnn", embedding_dim=6, filters=5,
-                                         **model_options), vocab_size, n_classes=4)
-    rng = np.random.default_rng(0)
-    classifier.set_weights([rng.normal(0, 1.0, size=w.shape) for w in classifier.get_weights()])
-    return end_to_end_model(vectorizer, classifier, max_length=20)
+def end_to_end(**model_options):
+    return random_end_to_end(ModelConfig(type="cnn", embedding_dim=6, filters=5,
+                                         **model_options), weight_scale=1.0)
 
 
 @pytest.mark.parametrize("options", [dict(kernel_sizes=(3, 4, 5)), dict(kernel_sizes=(2,)),
@@ -49,7 +34,7 @@ def end_to_end(tf, **model_options):
 def test_folded_equals_the_model(tf, options):
     from textclf.models.folded_cnn import folded_predict_fn
 
-    model = end_to_end(tf, **options)
+    model = end_to_end(**options)
     folded = folded_predict_fn(model)
     assert folded is not None
     for start in (0, 5):  # two batches of different padded widths
@@ -70,7 +55,7 @@ def test_mixed_precision_model_folds_to_its_own_rounding(tf):
 
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     try:
-        model = end_to_end(tf)
+        model = end_to_end()
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     assert model.get_layer("textcnn").get_layer("conv_3").compute_dtype == "bfloat16"
@@ -85,7 +70,7 @@ def test_declines_tables_over_the_limit_and_other_models(tf):
 
     from textclf.models.folded_cnn import folded_predict_fn
 
-    model = end_to_end(tf)
+    model = end_to_end()
     assert folded_predict_fn(model, max_table_bytes=100) is None
     plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     assert folded_predict_fn(plain) is None

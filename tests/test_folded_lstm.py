@@ -12,12 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from textclf.config import ModelConfig, TextConfig
-
-TRAIN = ["the cat sat on the mat", "dogs bark at the mail man", "stocks fell sharply today",
-         "the match ended in a draw", "rates rise as markets fall", "a cat and a dog"]
-TEXTS = ["", "cat", "the the the", "unknownword another", "the cat sat on the mat " * 12,
-         "stocks fell as the cat sat", "markets"] * 3
+from conftest import FOLD_TEXTS as TEXTS
+from conftest import random_end_to_end
+from textclf.config import ModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -27,21 +24,9 @@ def tf():
     return import_tensorflow()
 
 
-def end_to_end(tf, **model_options):
-    import keras
-
-    from textclf.models import build_model
-    from textclf.text import build_vectorizer
-    from textclf.training import end_to_end_model
-
-    keras.utils.set_random_seed(4)
-    vectorizer = build_vectorizer(TextConfig(max_tokens=40), TRAIN)
-    vocab_size = len(vectorizer.get_vocabulary())
+def end_to_end(**model_options):
     options = {**dict(type="rnn", cell="lstm", units=7, embedding_dim=6), **model_options}
-    classifier = build_model(ModelConfig(**options), vocab_size, n_classes=4)
-    rng = np.random.default_rng(0)
-    classifier.set_weights([rng.normal(0, 0.5, size=w.shape) for w in classifier.get_weights()])
-    return end_to_end_model(vectorizer, classifier, max_length=20)
+    return random_end_to_end(ModelConfig(**options), weight_scale=0.5)
 
 
 @pytest.mark.parametrize("options", [{}, dict(cpu_loop="keras"), dict(layers=2)],
@@ -49,7 +34,7 @@ def end_to_end(tf, **model_options):
 def test_folded_equals_the_model(tf, options):
     from textclf.models.folded_lstm import folded_predict_fn
 
-    model = end_to_end(tf, **options)
+    model = end_to_end(**options)
     folded = folded_predict_fn(model)
     assert folded is not None
     for start in (0, 5):  # two batches of different padded widths
@@ -77,7 +62,7 @@ def test_mixed_precision_model_folds_to_its_own_rounding(tf):
 
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     try:
-        model = end_to_end(tf)
+        model = end_to_end()
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     assert model.layers[-1].get_layer("rnn_1").compute_dtype == "bfloat16"
@@ -93,7 +78,7 @@ def test_mixed_precision_model_folds_to_its_own_rounding(tf):
 def test_declines_what_the_fused_loop_does_not_compute(tf, options):
     from textclf.models.folded_lstm import folded_predict_fn
 
-    assert folded_predict_fn(end_to_end(tf, **options)) is None
+    assert folded_predict_fn(end_to_end(**options)) is None
 
 
 def test_declines_tables_over_the_limit_and_other_models(tf):
@@ -101,7 +86,7 @@ def test_declines_tables_over_the_limit_and_other_models(tf):
 
     from textclf.models.folded_lstm import folded_predict_fn
 
-    model = end_to_end(tf)
+    model = end_to_end()
     assert folded_predict_fn(model, max_table_bytes=100) is None
     plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     assert folded_predict_fn(plain) is None
@@ -109,21 +94,10 @@ def test_declines_tables_over_the_limit_and_other_models(tf):
 
 def test_keras_engine_uses_the_folded_form_and_both_agree(tmp_path, tf):
     """Through a real run directory: textclf's predictor with and without folding."""
-    from click.testing import CliRunner
-
-    from conftest import write_topic_tsv
+    from conftest import train_tiny_lstm_run
     from textclf.artifact import open_run
-    from textclf.cli import cli
     from textclf.inference import keras_predictor
 
-    write_topic_tsv(tmp_path / "train.tsv", 120)
-    (tmp_path / "lstm.yaml").write_text(
-        "data: {train: train.tsv, format: tsv}\ntext: {max_tokens: 100, max_length: 20}\n"
-        "model: {type: rnn, cell: lstm, units: 8, embedding_dim: 8}\n"
-        "train: {epochs: 1, batch_size: 16, verbose: quiet}\n", encoding="utf-8")
-    result = CliRunner().invoke(cli, ["train", "-c", str(tmp_path / "lstm.yaml"), "-o",
-                                      str(tmp_path / "run")], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    run = open_run(tmp_path / "run")
+    run = open_run(train_tiny_lstm_run(tmp_path))
     folded, plain = keras_predictor(run), keras_predictor(run, fold=False)
     np.testing.assert_allclose(folded(TEXTS), plain(TEXTS), atol=1e-5)

@@ -197,21 +197,11 @@ def test_a_fresh_process_loads_and_predicts_with_an_lstm_run(tmp_path):
     import subprocess
     import sys
 
-    from click.testing import CliRunner
+    from conftest import train_tiny_lstm_run
 
-    from conftest import write_topic_tsv
-    from textclf.cli import cli
-
-    write_topic_tsv(tmp_path / "train.tsv", 120)
-    (tmp_path / "lstm.yaml").write_text(
-        "data: {train: train.tsv, format: tsv}\ntext: {max_tokens: 100, max_length: 20}\n"
-        "model: {type: rnn, cell: lstm, units: 8, embedding_dim: 8}\n"
-        "train: {epochs: 1, batch_size: 16, verbose: quiet}\n", encoding="utf-8")
-    result = CliRunner().invoke(cli, ["train", "-c", str(tmp_path / "lstm.yaml"), "-o",
-                                      str(tmp_path / "run")], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    run_dir = train_tiny_lstm_run(tmp_path)
     (tmp_path / "docs.txt").write_text("alpha beta\n\ngamma\n", encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "textclf.cli", "predict", str(tmp_path / "run"),
+    done = subprocess.run([sys.executable, "-m", "textclf.cli", "predict", str(run_dir),
                            str(tmp_path / "docs.txt"), "--format", "tsv"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
