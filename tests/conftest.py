@@ -127,6 +127,20 @@ def random_end_to_end(model_config, weight_scale: float, n_classes: int = 4,
     return end_to_end_model(vectorizer, classifier, max_length=max_length)
 
 
+def assert_folded_matches(model, folded, atol: float = 1e-5) -> None:
+    """``folded`` (strings -> probabilities) gives ``model``'s probabilities to ``atol``
+    and its labels, on two batches of FOLD_TEXTS of different padded widths."""
+    import numpy as np
+    import tensorflow as tf
+
+    for start in (0, 5):
+        texts = tf.constant(FOLD_TEXTS[start:start + 9])
+        expected = model(texts, training=False).numpy()
+        actual = folded(texts).numpy()
+        np.testing.assert_allclose(actual, expected, atol=atol)
+        np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
+
+
 @pytest.fixture
 def tiny_config(tmp_path, tiny_tsv) -> Path:
     """A fast CNN recipe over ``tiny_tsv`` (valid/test carved from it)."""

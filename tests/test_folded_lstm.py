@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import FOLD_TEXTS as TEXTS
-from conftest import random_end_to_end
+from conftest import assert_folded_matches, random_end_to_end
 from textclf.config import ModelConfig
 
 
@@ -37,12 +37,7 @@ def test_folded_equals_the_model(tf, options):
     model = end_to_end(**options)
     folded = folded_predict_fn(model)
     assert folded is not None
-    for start in (0, 5):  # two batches of different padded widths
-        texts = TEXTS[start:start + 9]
-        expected = model(tf.constant(texts), training=False).numpy()
-        actual = folded(tf.constant(texts)).numpy()
-        np.testing.assert_allclose(actual, expected, atol=1e-5)
-        np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
+    assert_folded_matches(model, folded)
     # A batch of empty texts alone (one padding column, see TruncateTokens): the
     # same answer as the model's, and as an empty text's among longer ones.
     alone = folded(tf.constant(["", ""])).numpy()
