@@ -78,7 +78,9 @@ def main(argv=None) -> int:
     threads = args.intra_op_threads or "all cores"
     print(f"LSTM layer forward + backward, {steps} steps, {features} features, {units} units, "
           f"float32, median of {args.repeats}; {len(os.sched_getaffinity(0))} CPUs, threads per "
-          f"op: {threads}; matmul peak with these threads {peak:.1f} GFLOP/s")
+          f"op: {threads}; matmul peak with these threads {peak:.1f} GFLOP/s"
+          + (" (one op on one core; loops run side by side use more than one, so their "
+             "share can pass 100%)" if args.intra_op_threads == 1 else ""))
     for batch in (int(b) for b in args.batch.split(",")):
         rng = np.random.default_rng(0)
         x = tf.constant(rng.normal(size=(batch, steps, features)).astype("float32"))

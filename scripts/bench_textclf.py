@@ -172,7 +172,8 @@ def run_recipe(spec: dict) -> dict:
 
 def predict_extras(spec: dict) -> dict:
     """Bulk prediction with other settings on a finished run: the NumPy engine
-    first (no TensorFlow needed), then the Keras engine at other batch sizes.
+    first (no TensorFlow needed), then the Keras engine at other batch sizes and
+    without its folded tables.
     A process of its own, so the main row's peak RSS covers one engine."""
     from textclf.artifact import open_run
     from textclf.inference import predictor
@@ -192,6 +193,13 @@ def predict_extras(spec: dict) -> dict:
     for other in spec["keras_batches"]:
         seconds = time_prediction(predictor(run, "keras"), docs, other)
         rates[f"keras engine, {other} docs per call ({len(docs):,} docs)"] = len(docs) / seconds
+    # What the folded tables (textclf.models.folded_cnn / folded_lstm) buy: the
+    # saved model itself, at the main row's batch.
+    from textclf.inference import keras_predictor
+
+    seconds = time_prediction(keras_predictor(run, fold=False), docs, batch)
+    rates[f"keras engine, not folded, {batch} docs per call ({len(docs):,} docs)"] = (
+        len(docs) / seconds)
     return {"predict_extra": rates}
 
 

@@ -24,8 +24,8 @@ first layer's recurrence (further recurrent layers, masked mean pooling, the
 softmax layer) is the saved model's own layers, so only the order of the
 additions in the projection differs: tests/test_folded_lstm.py requires the
 same probabilities to 1e-5 (float32) and 1e-2 (bfloat16) on every kind of
-padding. Measured on the bbc_rnn run (2 cores, 3,000 documents, 256 per call):
-1,100 documents/s against 830-850 for the saved model.
+padding. ``make bench`` times both forms (BENCHMARKS.md, "Other prediction
+settings").
 """
 
 from __future__ import annotations
