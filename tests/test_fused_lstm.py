@@ -149,6 +149,31 @@ def test_mixed_precision_keeps_float32_states(tf):
     assert keras.config.dtype_policy().name == "float32"  # the layer's own policy only
 
 
+def test_mixed_precision_gradients_stay_close_to_float32(tf):
+    """Under mixed_bfloat16 the weight gradients come from bfloat16 matmuls
+    (dU too, as Keras computes the model's other weight gradients): within
+    bfloat16's rounding of the float32 layer's, and not equal to them."""
+    from textclf.models.fused_lstm import FusedLSTM
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(B, T, D)).astype("float32")
+    exact = FusedLSTM(U, return_sequences=True)
+    mixed = FusedLSTM(U, return_sequences=True, dtype="mixed_bfloat16")
+    exact.build((None, None, D))
+    mixed.build((None, None, D))
+    mixed.set_weights(exact.get_weights())
+    gradients = []
+    for layer in (exact, mixed):
+        with tf.GradientTape() as tape:
+            out = tf.cast(layer(x, mask=MASKS["right"], training=True), "float32")
+            loss = tf.reduce_sum(tf.sin(out) * np.linspace(0.5, 1.5, U))
+        gradients.append(tape.gradient(loss, layer.trainable_weights))
+    for name, want, got in zip(("kernel", "recurrent_kernel", "bias"), *gradients):
+        want, got = np.asarray(want), np.asarray(got)
+        error = np.max(np.abs(got - want)) / np.max(np.abs(want))
+        assert 0 < error < 0.02, f"{name}: relative difference {error:.2e}"  # seen: <= 0.007
+
+
 def test_model_builder_choice_and_saved_model_round_trip(tf, tmp_path):
     import keras
 

@@ -13,8 +13,10 @@ saved form; only its CPU inner loop differs (:func:`scaled_lstm_recurrence`):
 - backward (hand-written, through :func:`tf.custom_gradient`): the loop runs
   only ``dz @ U^T``; ``dU = H_prev^T dZ``, ``dW`` and ``dX`` are each one large
   matmul after it;
-- the batch is cut into one slice per core, each with a loop of its own, run
-  side by side (:attr:`FusedLSTM.batch_groups`);
+- the batch is cut into one row slice per core, whose recurrences run side
+  by side in one loop (:attr:`FusedLSTM.batch_groups`);
+- under mixed precision the large matmuls (the projection, dW, dX and dU)
+  run in the compute dtype, the loop in float32;
 - prediction and validation run a lean loop that records nothing for a
   backward pass.
 
@@ -48,29 +50,45 @@ def gate_scale(units: int, dtype) -> tf.Tensor:
     return tf.concat([ones, ones, 2 * ones, ones], axis=0)
 
 
-def scaled_lstm_recurrence(projected, recurrent_kernel, h0, c0, mask, training: bool = True):
+def scaled_lstm_recurrence(projected, recurrent_kernel, h0, c0, mask, training: bool = True,
+                           weight_grad_dtype=None):
     """Run the LSTM recurrence over precomputed, gate-scaled input projections.
 
-    ``projected`` (T, B, 4U) = (x_t @ kernel + bias) * gate_scale, time-major,
-    gates in Keras' order i, f, c, o; ``recurrent_kernel`` (U, 4U) = U *
-    gate_scale; ``h0``, ``c0`` (B, U); ``mask`` (T, B, 1) in the loop dtype
-    (1 = real step). Returns ``outputs`` (T, B, U), ``last_output``, ``h_T`` and
-    ``c_T`` (B, U); differentiable in all but the mask, through the
+    The batch comes as row slices whose recurrences run side by side in one
+    loop: ``projected``, ``h0``, ``c0`` and ``mask`` are equally long lists,
+    one entry per slice. For slice ``g``: ``projected[g]`` (T, B_g, 4U) =
+    (x_t @ kernel + bias) * gate_scale, time-major, gates in Keras' order i,
+    f, c, o; ``h0[g]``, ``c0[g]`` (B_g, U); ``mask[g]`` (T, B_g, 1) in the loop
+    dtype (1 = real step). ``recurrent_kernel`` (U, 4U) = U * gate_scale is
+    shared. Returns lists ``outputs`` (T, B_g, U), ``last_output``, ``h_T`` and
+    ``c_T`` (B_g, U); differentiable in all but the mask, through the
     hand-written :func:`_backward` when ``training``. Otherwise a lean loop
     keeps nothing for a backward pass (prediction, validation: at T = 600 and
     B = 64 the records take 0.1 GB); TensorFlow can still differentiate it,
     the slow generic way (``textclf check --gradients`` does, and compares
-    with the reference nets).
+    with the reference nets). ``weight_grad_dtype`` (default: the loop's)
+    is the dtype of the one large matmul that gives ``recurrent_kernel``'s
+    gradient: under mixed precision the compute dtype, as Keras computes every
+    other weight gradient of the model.
+
+    The slices share one ``tf.while_loop``: each step's per-slice products
+    are independent, so the executor runs them on different cores at once (as
+    fast as a loop per slice, measured in one process, and the slices cannot
+    drift apart).
 
     Keras' masking rule: a masked step carries h and c and repeats the previous
     *output*, which starts at zeros, not at h0; so a step before a row's first
     real one outputs zeros (the states are equal from the first real step on).
     """
-    run = _recurrence if training else _forward_only
-    states, h_last, c_last = run(projected, recurrent_kernel, h0, c0, mask)
-    emitted = tf.cast(tf.cumsum(mask, axis=0) > 0, states.dtype)  # (T, B, 1)
-    last_output = h_last * tf.cast(tf.reduce_any(mask > 0, axis=0), h_last.dtype)
-    return states * emitted, last_output, h_last, c_last
+    slices = len(projected)
+    run = (_recurrence(weight_grad_dtype or projected[0].dtype) if training
+           else _forward_only)
+    flat = run(recurrent_kernel, *projected, *h0, *c0, *mask)
+    states, h_last, c_last = (flat[k * slices:(k + 1) * slices] for k in range(3))
+    emitted = [tf.cast(tf.cumsum(m, axis=0) > 0, s.dtype) for m, s in zip(mask, states)]
+    last_output = [h * tf.cast(tf.reduce_any(m > 0, axis=0), h.dtype)
+                   for h, m in zip(h_last, mask)]
+    return [s * e for s, e in zip(states, emitted)], last_output, h_last, c_last
 
 
 def lstm_step(z, c):
@@ -82,69 +100,121 @@ def lstm_step(z, c):
     return s, c_new, o * tf.tanh(c_new)
 
 
-def _forward_only(projected, recurrent_kernel, h0, c0, mask):
-    """The recurrence without the per-step records of :func:`_recurrence`."""
-    keep = mask > 0
-    written = tf.TensorArray(projected.dtype, size=tf.shape(projected)[0],
-                             element_shape=h0.shape)
+def _keep(mask, units):
+    """(T, B, 1) mask -> (T, B, U) bool, so that the loops' selects take
+    operands of one shape (TensorFlow's broadcasting select is its slow path)."""
+    shape = tf.shape(mask)
+    return tf.broadcast_to(mask > 0, tf.stack([shape[0], shape[1], units]))
 
-    def step(t, h, c, outputs):
-        _, c_new, h_new = lstm_step(projected[t] + tf.matmul(h, recurrent_kernel), c)
-        h_new, c_new = tf.where(keep[t], h_new, h), tf.where(keep[t], c_new, c)
-        return t + 1, h_new, c_new, outputs.write(t, h_new)
+
+def _unflatten(args, parts: int):
+    """(a_1..a_n, b_1..b_n, ...) -> [(a_1..a_n), (b_1..b_n), ...] in ``parts`` groups."""
+    size = len(args) // parts
+    return [list(args[k * size:(k + 1) * size]) for k in range(parts)]
+
+
+def _forward_only(recurrent_kernel, *slices):
+    """The recurrence without the per-step records of :func:`_recurrence`;
+    ``slices`` = projected..., h0..., c0..., mask... (one of each per slice)."""
+    projected, h0, c0, mask = _unflatten(slices, 4)
+    units = recurrent_kernel.shape[0]
+    keep = [_keep(m, units) for m in mask]
+    steps = tf.shape(projected[0])[0]
+    written = [tf.TensorArray(p.dtype, size=steps, element_shape=h.shape)
+               for p, h in zip(projected, h0)]
+
+    def step(t, hs, cs, outputs):
+        for g, (h, c) in enumerate(zip(hs, cs)):
+            _, c_new, h_new = lstm_step(projected[g][t] + tf.matmul(h, recurrent_kernel), c)
+            hs[g], cs[g] = tf.where(keep[g][t], h_new, h), tf.where(keep[g][t], c_new, c)
+            outputs[g] = outputs[g].write(t, hs[g])
+        return t + 1, hs, cs, outputs
 
     _, h_last, c_last, outputs = tf.while_loop(
-        lambda t, *_: t < tf.shape(projected)[0], step, (tf.constant(0), h0, c0, written),
+        lambda t, *_: t < steps, step, (tf.constant(0), list(h0), list(c0), written),
         parallel_iterations=32)
-    return outputs.stack(), h_last, c_last
+    return [o.stack() for o in outputs] + h_last + c_last
 
 
-@tf.custom_gradient
-def _recurrence(projected, recurrent_kernel, h0, c0, mask):
-    steps = tf.shape(projected)[0]
-    keep = mask > 0
-    # Element shapes let a zero-step loop (a batch of empty texts) still stack.
-    written = [tf.TensorArray(projected.dtype, size=steps, element_shape=shape)
-               for shape in (projected.shape[1:], h0.shape, h0.shape)]
+def _recurrence(weight_grad_dtype):
+    """:func:`_forward_only` plus what :func:`_backward` needs, differentiable
+    through it; the recurrent kernel's gradient is computed in ``weight_grad_dtype``."""
 
-    def step(t, h, c, sigmoids, cells, outputs):
-        s, c_new, h_new = lstm_step(projected[t] + tf.matmul(h, recurrent_kernel), c)
-        m = keep[t]  # (B, 1): a masked step keeps h and c (Keras' rule)
-        h_new, c_new = tf.where(m, h_new, h), tf.where(m, c_new, c)
-        return (t + 1, h_new, c_new, sigmoids.write(t, s), cells.write(t, c_new),
-                outputs.write(t, h_new))
+    @tf.custom_gradient
+    def recurrence(recurrent_kernel, *slices):
+        projected, h0, c0, mask = _unflatten(slices, 4)
+        units = recurrent_kernel.shape[0]
+        keep = [_keep(m, units) for m in mask]
+        steps = tf.shape(projected[0])[0]
+        # Element shapes let a zero-step loop (a batch of empty texts) still stack.
 
-    # parallel_iterations > 1 lets the executor start a step's independent
-    # work (reads, writes) while the previous step finishes.
-    _, h_last, c_last, sigmoids, cells, outputs = tf.while_loop(
-        lambda t, *_: t < steps, step, (tf.constant(0), h0, c0, *written),
-        parallel_iterations=32)
-    sigmoids, cells, outputs = sigmoids.stack(), cells.stack(), outputs.stack()
+        def records(shape_of):
+            return [tf.TensorArray(p.dtype, size=steps, element_shape=shape_of(p, h))
+                    for p, h in zip(projected, h0)]
 
-    def grad(d_outputs, d_h_last, d_c_last):
-        # An output nobody used arrives as None.
-        d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
-        d_h_last = tf.zeros_like(h0) if d_h_last is None else d_h_last
-        d_c_last = tf.zeros_like(c0) if d_c_last is None else d_c_last
-        d_projected, d_kernel, d_h0, d_c0 = _backward(
-            d_outputs, d_h_last, d_c_last, recurrent_kernel, h0, c0, mask,
-            sigmoids, cells, outputs)
-        return d_projected, d_kernel, d_h0, d_c0, tf.zeros_like(mask)
+        written = (records(lambda p, h: p.shape[1:]), records(lambda p, h: h.shape),
+                   records(lambda p, h: h.shape))
 
-    return (outputs, h_last, c_last), grad
+        def step(t, hs, cs, sigmoids, cells, outputs):
+            for g, (h, c) in enumerate(zip(hs, cs)):
+                s, c_new, h_new = lstm_step(projected[g][t] + tf.matmul(h, recurrent_kernel), c)
+                m = keep[g][t]  # a masked step keeps h and c (Keras' rule)
+                hs[g], cs[g] = tf.where(m, h_new, h), tf.where(m, c_new, c)
+                sigmoids[g] = sigmoids[g].write(t, s)
+                cells[g] = cells[g].write(t, cs[g])
+                outputs[g] = outputs[g].write(t, hs[g])
+            return t + 1, hs, cs, sigmoids, cells, outputs
+
+        # parallel_iterations > 1 lets the executor start a step's independent
+        # work (reads, writes) while the previous step finishes.
+        _, h_last, c_last, sigmoids, cells, outputs = tf.while_loop(
+            lambda t, *_: t < steps, step, (tf.constant(0), list(h0), list(c0), *written),
+            parallel_iterations=32)
+        sigmoids, cells, outputs = ([r.stack() for r in records]
+                                    for records in (sigmoids, cells, outputs))
+
+        def grad(*upstream):
+            d_outputs, d_h_last, d_c_last = _unflatten(upstream, 3)
+            # An output nobody used arrives as None.
+            d_outputs = [tf.zeros_like(o) if d is None else d for d, o in zip(d_outputs, outputs)]
+            d_h_last = [tf.zeros_like(h) if d is None else d for d, h in zip(d_h_last, h0)]
+            d_c_last = [tf.zeros_like(c) if d is None else d for d, c in zip(d_c_last, c0)]
+            d_projected, d_kernel, d_h0, d_c0 = _backward(
+                d_outputs, d_h_last, d_c_last, recurrent_kernel, h0, c0, mask, keep,
+                sigmoids, cells, outputs, weight_grad_dtype)
+            return [d_kernel, *d_projected, *d_h0, *d_c0, *(tf.zeros_like(m) for m in mask)]
+
+        return outputs + h_last + c_last, grad
+
+    return recurrence
 
 
-def _backward(d_outputs, d_h_last, d_c_last, recurrent_kernel, h0, c0, mask,
-              sigmoids, cells, outputs):
-    """Backprop through time; returns the gradients of (projected,
-    recurrent_kernel, h0, c0), the first two in their gate-scaled form.
+def _gate_factors(sigmoids, cells, c0, mask):
+    """What the backward loop multiplies by, for all steps at once: (d c_new /
+    d h_new (T, B, U), d z' / d [c_new, c_new, c_new, h_new] (T, B, 4U), f (T, B, U))."""
+    i, f, g2, o = tf.split(sigmoids, 4, axis=2)  # (T, B, U) each
+    g = 2 * g2 - 1
+    c_prev = tf.concat([c0[None], cells[:-1]], axis=0)
+    tanh_c = tf.tanh(cells)
+    through_h = o * (1 - tanh_c * tanh_c)
+    factors = mask * tf.concat(
+        [g * i * (1 - i), c_prev * f * (1 - f), 0.5 * i * (1 - g * g), tanh_c * o * (1 - o)],
+        axis=2)
+    return through_h, factors, f
+
+
+def _backward(d_outputs, d_h_last, d_c_last, recurrent_kernel, h0, c0, mask, keep,
+              sigmoids, cells, outputs, weight_grad_dtype):
+    """Backprop through time for every slice in one loop; returns the gradients
+    of (projected (list), recurrent_kernel, h0 (list), c0 (list)), the first
+    two in their gate-scaled form.
 
     Everything that does not depend on the carried gradients is computed for
     all steps at once before the loop (T, B, .) so that the loop runs one
-    matmul and a handful of element-wise operations per step (z' = the scaled
-    pre-activations; d tanh(z_c) / d z'_c = (1 - g^2) / 2):
+    matmul and a handful of element-wise operations per step and slice (z' =
+    the scaled pre-activations; d tanh(z_c) / d z'_c = (1 - g^2) / 2):
 
-        d_c_new = m (d_c + d_h * o (1 - tanh(c)^2))
+        d_c_new = d_c + d_h * o (1 - tanh(c)^2)
         d_z'    = [d_c_new, d_c_new, d_c_new, d_h] * [g i', c_prev f', i g' / 2, tanh(c) o'] m
         d_h    <- m ? d_z' @ U'^T : d_h        d_c <- m ? d_c_new f : d_c
 
@@ -152,41 +222,39 @@ def _backward(d_outputs, d_h_last, d_c_last, recurrent_kernel, h0, c0, mask,
     gradient does too; there the stored cell is c_prev, not c_new, which is
     harmless because every term that reads it is multiplied by m = 0.
     """
-    steps = tf.shape(outputs)[0]
-    units = tf.shape(h0)[1]
-    i, f, g2, o = tf.split(sigmoids, 4, axis=2)  # (T, B, U) each
-    g = 2 * g2 - 1
-    c_prev = tf.concat([c0[None], cells[:-1]], axis=0)
-    h_prev = tf.concat([h0[None], outputs[:-1]], axis=0)
-    tanh_c = tf.tanh(cells)
-    through_h = o * (1 - tanh_c * tanh_c)  # d c_new / d h_new, (T, B, U)
-    gate_factors = mask[:, :, None] * tf.stack(
-        [g * i * (1 - i), c_prev * f * (1 - f), 0.5 * i * (1 - g * g), tanh_c * o * (1 - o)],
-        axis=2)  # (T, B, 4, U)
-    is_output_gate = tf.constant([[False], [False], [False], [True]])  # (4, 1)
-    keep = mask > 0
+    slices = len(h0)
+    steps = tf.shape(outputs[0])[0]
+    units = recurrent_kernel.shape[0]
+    factors = [_gate_factors(s, c, c_start, m)
+               for s, c, c_start, m in zip(sigmoids, cells, c0, mask)]
     kernel_t = tf.transpose(recurrent_kernel)  # (4U, U)
 
-    def step(t, d_h, d_c, d_z_seq):
-        d_h = d_h + d_outputs[t]  # (B, U): everything that reaches h_t
-        d_c_new = mask[t] * (d_c + d_h * through_h[t])
-        # [d_c_new, d_c_new, d_c_new, d_h] by broadcasting, not a concat: with the
-        # default threads TensorFlow shards a concat over the pool, and the
-        # profiler showed it waiting for the core busy with the other slice.
-        d_gates = tf.where(is_output_gate, d_h[:, None, :], d_c_new[:, None, :])  # (B, 4, U)
-        d_z = tf.reshape(d_gates * gate_factors[t], [-1, 4 * units])  # (B, 4U)
-        d_h_prev = tf.ensure_shape(tf.where(keep[t], tf.matmul(d_z, kernel_t), d_h), d_h.shape)
-        d_c_prev = tf.where(keep[t], d_c_new * f[t], d_c)
-        return t - 1, d_h_prev, d_c_prev, d_z_seq.write(t, d_z)
+    def step(t, d_hs, d_cs, d_z_seqs):
+        for g in range(slices):
+            through_h, gate_factors, forget = factors[g]
+            d_h = d_hs[g] + d_outputs[g][t]  # (B, U): everything that reaches h_t
+            # Unmasked: at a masked step the selects below discard d_c_new, and
+            # the gate factors (masked) zero its share of d_z.
+            d_c_new = d_cs[g] + d_h * through_h[t]
+            d_z = tf.concat([d_c_new, d_c_new, d_c_new, d_h], axis=1) * gate_factors[t]
+            d_hs[g] = tf.where(keep[g][t], tf.matmul(d_z, kernel_t), d_h)
+            d_cs[g] = tf.where(keep[g][t], d_c_new * forget[t], d_cs[g])
+            d_z_seqs[g] = d_z_seqs[g].write(t, d_z)
+        return t - 1, d_hs, d_cs, d_z_seqs
 
-    _, d_h0, d_c0, d_z_seq = tf.while_loop(
+    _, d_h0, d_c0, d_z_seqs = tf.while_loop(
         lambda t, *_: t >= 0, step,
-        (steps - 1, d_h_last, d_c_last,
-         tf.TensorArray(outputs.dtype, size=steps, element_shape=sigmoids.shape[1:])),
+        (steps - 1, list(d_h_last), list(d_c_last),
+         [tf.TensorArray(o.dtype, size=steps, element_shape=s.shape[1:])
+          for o, s in zip(outputs, sigmoids)]),
         parallel_iterations=32)
-    d_projected = d_z_seq.stack()  # (T, B, 4U)
-    d_kernel = tf.matmul(tf.reshape(h_prev, [-1, units]),
-                         tf.reshape(d_projected, [-1, 4 * units]), transpose_a=True)
+    d_projected = [d.stack() for d in d_z_seqs]  # (T, B, 4U) each
+    h_prev = [tf.concat([h[None], o[:-1]], axis=0) for h, o in zip(h0, outputs)]
+    d_kernel = tf.add_n([
+        tf.cast(tf.matmul(tf.cast(tf.reshape(h, [-1, units]), weight_grad_dtype),
+                          tf.cast(tf.reshape(d, [-1, 4 * units]), weight_grad_dtype),
+                          transpose_a=True), outputs[0].dtype)
+        for h, d in zip(h_prev, d_projected)])
     return d_projected, d_kernel, d_h0, d_c0
 
 
@@ -216,11 +284,11 @@ def split_batch(tensors, groups: int):
 class FusedLSTM(keras.layers.LSTM):
     """``keras.layers.LSTM`` with the fused CPU loop of this module (same weights)."""
 
-    #: Row slices of a batch whose loops run side by side: one per usable core.
-    #: The rows are independent, so each slice gets a loop of its own and the
-    #: executor runs the loops' small per-step matmuls on different cores at
-    #: once; one (B, U) x (U, 4U) matmul is too small to share between cores
-    #: with profit (scripts/bench_lstm.py times 1 slice against N).
+    #: Row slices of a batch whose recurrences run side by side: one per usable
+    #: core. The rows are independent, so the executor runs the slices'
+    #: small per-step matmuls on different cores at once; one (B, U) x (U, 4U)
+    #: matmul is too small to share between cores with profit
+    #: (scripts/bench_lstm.py times 1 slice against N).
     batch_groups = max(1, len(os.sched_getaffinity(0)))
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
@@ -229,19 +297,27 @@ class FusedLSTM(keras.layers.LSTM):
             return super().inner_loop(sequences, initial_state, mask, training)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        # Cut before going time-major, where a row slice is contiguous.
-        results = [self._slice_loop(*piece, training) for piece in
-                   split_batch([sequences, mask, *initial_state], self.batch_groups)]
-        outputs, last_output, h, c = (tf.concat(part, axis=0) for part in zip(*results))
-        return last_output, outputs, [h, c]
-
-    def _slice_loop(self, sequences, mask, h0, c0, training):
-        """One slice: (B', T, D) -> outputs (B', T, U), last output, h_T, c_T."""
-        cell = self.cell
         # Under mixed precision the matmul over all steps runs in the compute
         # dtype and the loop keeps float32 states, as cuDNN does.
         loop_dtype = tf.float32 if sequences.dtype in (tf.bfloat16, tf.float16) else sequences.dtype
         scale = gate_scale(self.units, loop_dtype)
+        recurrent_kernel = tf.cast(self.cell.recurrent_kernel, loop_dtype) * scale
+        # Cut before going time-major, where a row slice is contiguous.
+        pieces = [self._time_major_slice(*piece, loop_dtype, scale) for piece in
+                  split_batch([sequences, mask, *initial_state], self.batch_groups)]
+        projected, mask, h0, c0 = (list(part) for part in zip(*pieces))
+        outputs, last_output, h, c = scaled_lstm_recurrence(
+            projected, recurrent_kernel, h0, c0, mask, training=bool(training),
+            weight_grad_dtype=sequences.dtype)
+        outputs = [tf.transpose(o, [1, 0, 2]) for o in outputs]  # (B', T, U) each
+        outputs, last_output, h, c = (tf.concat(part, axis=0)
+                                      for part in (outputs, last_output, h, c))
+        return last_output, outputs, [h, c]
+
+    def _time_major_slice(self, sequences, mask, h0, c0, loop_dtype, scale):
+        """One row slice (B', T, D) -> the recurrence's inputs: gate-scaled
+        projections (T, B', 4U), mask (T, B', 1), h0 and c0 (B', U), in ``loop_dtype``."""
+        cell = self.cell
         inputs = tf.transpose(sequences, [1, 0, 2])  # time-major (T, B', D)
         if mask is None:
             mask = tf.ones_like(inputs[:, :, :1], dtype=loop_dtype)
@@ -252,8 +328,4 @@ class FusedLSTM(keras.layers.LSTM):
         kernel = tf.cast(cell.kernel, loop_dtype) * scale
         projected = tf.tensordot(inputs, tf.cast(kernel, inputs.dtype), 1)  # (T, B', 4U)
         projected = tf.cast(projected, loop_dtype) + tf.cast(cell.bias, loop_dtype) * scale
-        recurrent_kernel = tf.cast(cell.recurrent_kernel, loop_dtype) * scale
-        outputs, last_output, h, c = scaled_lstm_recurrence(
-            projected, recurrent_kernel, tf.cast(h0, loop_dtype), tf.cast(c0, loop_dtype), mask,
-            training=bool(training))
-        return tf.transpose(outputs, [1, 0, 2]), last_output, h, c
+        return projected, mask, tf.cast(h0, loop_dtype), tf.cast(c0, loop_dtype)
