@@ -494,7 +494,8 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     """The shipped recipe, then each training lever flipped alone.
 
     A lever the recipe uses is turned off (what it buys), one it leaves off
-    is turned on (what it would buy): bucketing, textclf's fused LSTM loop,
+    is turned on (what it would buy): bucketing, MaxPooledConv1D (bias and
+    activation after the max), textclf's fused LSTM loop,
     batch 32 <-> 64, bfloat16 mixed precision (and float16 on a GPU).
     """
     from textclf.config import load_config
@@ -504,6 +505,8 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     variants = [{"name": "shipped", "overrides": []}]
     if train.bucketing:
         variants.append({"name": "bucketing off", "overrides": ["train.bucketing=false"]})
+    if family == "cnn" and model.pool_in_conv:
+        variants.append({"name": "Conv1D then pooling", "overrides": ["model.pool_in_conv=false"]})
     if family == "rnn" and model.cell == "lstm" and model.cpu_loop == "auto":
         variants.append({"name": "Keras LSTM loop", "overrides": ["model.cpu_loop=keras"]})
     other_batch = 64 if train.batch_size != 64 else 32

@@ -29,8 +29,9 @@ def end_to_end(**model_options):
 
 
 @pytest.mark.parametrize("options", [dict(kernel_sizes=(3, 4, 5)), dict(kernel_sizes=(2,)),
-                                     dict(kernel_sizes=(1, 7), activation="tanh")],
-                         ids=["kim", "one-branch", "tanh"])
+                                     dict(kernel_sizes=(1, 7), activation="tanh"),
+                                     dict(kernel_sizes=(2, 3), activation="gelu")],
+                         ids=["kim", "one-branch", "tanh", "gelu-conv-then-pool"])
 def test_folded_equals_the_model(tf, options):
     from textclf.models.folded_cnn import folded_predict_fn
 

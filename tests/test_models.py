@@ -29,13 +29,15 @@ IDS = np.array([[5, 6, 7, 8, 0, 0, 0], [9, 0, 0, 0, 0, 0, 0], [0] * 7,
                 [1, 2, 3, 4, 5, 6, 7]], dtype=np.int32)
 
 MODELS = [dict(type="cnn", embedding_dim=8, filters=4, kernel_sizes=(2, 5)),
+          dict(type="cnn", embedding_dim=8, filters=4, kernel_sizes=(3,), activation="gelu"),
           dict(type="rnn", cell="lstm", units=6, embedding_dim=8),
           dict(type="rnn", cell="gru", units=6, embedding_dim=8, bidirectional=True),
           dict(type="rnn", cell="simple_rnn", units=6, embedding_dim=8, layers=2),
           dict(type="rnn", cell="simple_rnn", units=6, embedding_dim=8, activation="relu")]
 
 
-@pytest.mark.parametrize("options", MODELS, ids=lambda o: f"{o['type']}-{o.get('cell', '')}")
+@pytest.mark.parametrize("options", MODELS,
+                         ids=lambda o: f"{o['type']}-{o.get('cell', o.get('activation', ''))}")
 def test_probabilities_shape_and_padding_invariance(keras, options):
     model = build(keras, **options)
     probabilities = model.predict_on_batch(IDS)
@@ -77,10 +79,72 @@ def test_cnn_max_norm_constrains_output_columns(keras):
 
 
 def test_models_save_and_load_in_safe_mode(keras, tmp_path):
-    for options in MODELS[:2]:
+    for options in MODELS[:3]:
         model = build(keras, **options)
         path = tmp_path / f"{options['type']}.keras"
         model.save(path)
         loaded = keras.models.load_model(path, safe_mode=True)
         np.testing.assert_allclose(loaded.predict_on_batch(IDS), model.predict_on_batch(IDS),
                                    atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "elu", "linear"])
+def test_max_pooled_conv_equals_conv_then_pooling(keras, activation):
+    """MaxPooledConv1D (bias and activation after the max) against Conv1D then
+    LengthMaskedMaxPooling with the same weights, in float64: outputs and the
+    gradients of the input and both weights, on rows with repeated windows
+    (ties, which share the gradient), padding of every length and an empty row."""
+    import tensorflow as tf
+
+    from textclf.models.layers import (EndPadding, LengthMaskedMaxPooling,
+                                       MaxPooledConv1D)
+
+    width, channels, filters = 3, 4, 5
+    ids = np.array([[4, 4, 4, 4, 4, 4, 0, 0],  # identical windows: exact ties
+                    [3, 1, 2, 7, 5, 6, 2, 1],
+                    [9, 8, 0, 0, 0, 0, 0, 0],
+                    [0] * 8], dtype=np.int32)
+    rng = np.random.default_rng(5)
+    table = rng.normal(size=(10, channels))
+    x = tf.constant(table[np.asarray(EndPadding(width)(ids))])  # (B, T + pad, E)
+    fused = MaxPooledConv1D(filters, width, activation=activation, dtype="float64")
+    conv = keras.layers.Conv1D(filters, width, activation=activation, dtype="float64")
+    pool = LengthMaskedMaxPooling(dtype="float64")
+    fused.build([x.shape, ids.shape])
+    conv.build(x.shape)
+    weights = [rng.normal(size=w.shape) for w in conv.get_weights()]
+    weights[1][0] = -50.0  # a filter whose every window is negative: relu's flat part
+    fused.set_weights(weights)
+    conv.set_weights(weights)
+    upstream = rng.normal(size=(len(ids), filters))
+
+    def outputs_and_gradients(layer_fn, variables):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer_fn()
+            loss = tf.reduce_sum(out * upstream)
+        return out, tape.gradient(loss, [x, *variables])
+
+    want, want_grads = outputs_and_gradients(lambda: pool([conv(x), ids]), conv.trainable_weights)
+    got, got_grads = outputs_and_gradients(lambda: fused([x, ids]), fused.trainable_weights)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    for name, g, w in zip(["x", "kernel", "bias"], got_grads, want_grads):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_cnn_builder_pools_inside_the_conv_for_monotone_activations(keras):
+    from textclf.models.layers import MaxPooledConv1D
+
+    relu = build(keras, type="cnn", embedding_dim=8, filters=4, kernel_sizes=(2, 5))
+    assert all(isinstance(relu.get_layer(f"conv_{k}"), MaxPooledConv1D) for k in (2, 5))
+    assert not any(layer.name.startswith("max_pool_") for layer in relu.layers)
+    gelu = build(keras, type="cnn", embedding_dim=8, filters=4, kernel_sizes=(2, 5),
+                 activation="gelu")  # not monotone: max and gelu do not commute
+    assert type(gelu.get_layer("conv_2")) is keras.layers.Conv1D
+    assert {"max_pool_2", "max_pool_5"} <= {layer.name for layer in gelu.layers}
+    separate = build(keras, type="cnn", embedding_dim=8, filters=4, kernel_sizes=(2,),
+                     pool_in_conv=False)
+    assert type(separate.get_layer("conv_2")) is keras.layers.Conv1D
+    assert "max_pool_2" in {layer.name for layer in separate.layers}
+    with pytest.raises(ValueError, match="non-decreasing activation"):
+        MaxPooledConv1D(4, 2, activation="gelu")

@@ -23,6 +23,10 @@ CONFIGS = {
     "cnn_relu_2_3": ModelConfig(type="cnn", embedding_dim=6, kernel_sizes=(2, 3), filters=5),
     "cnn_tanh_4": ModelConfig(type="cnn", embedding_dim=6, kernel_sizes=(4,), filters=5,
                               activation="tanh"),
+    # gelu is not monotone: Conv1D then max_pool_K, the layout of runs trained
+    # before MaxPooledConv1D.
+    "cnn_gelu_2_3": ModelConfig(type="cnn", embedding_dim=6, kernel_sizes=(2, 3), filters=5,
+                                activation="gelu"),
     "lstm": ModelConfig(type="rnn", cell="lstm", embedding_dim=6, units=4),
     "gru_bidirectional_2_layers": ModelConfig(type="rnn", cell="gru", embedding_dim=6, units=4,
                                               bidirectional=True, layers=2),

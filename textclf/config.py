@@ -221,6 +221,10 @@ class ModelConfig:
     filters: int = _check(integer(1), 100, "cnn: filters per branch")
     max_norm: float | None = _check(optional(number(0.0, low_open=True)), 3.0,
                                     "cnn: max L2 norm of the output layer's weight columns (Kim: 3)")
+    pool_in_conv: bool = _check(boolean, True,
+                                "cnn: bias and activation after the max over time, in one "
+                                "layer (the same function, faster to train; relu, tanh, elu, "
+                                "linear); false = Conv1D then pooling")
     # rnn
     cell: str = _check(choice("lstm", "gru", "simple_rnn"), "lstm", "rnn: recurrent cell")
     units: int = _check(integer(1), 128, "rnn/treenet: hidden units")
@@ -537,7 +541,7 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
 # Cross-field checks, run in order. Each is (config, raw mapping, source) -> None.
 # --------------------------------------------------------------------------
 
-_CNN_ONLY = ("kernel_sizes", "filters", "max_norm")
+_CNN_ONLY = ("kernel_sizes", "filters", "max_norm", "pool_in_conv")
 _RNN_ONLY = ("cell", "bidirectional", "layers", "recurrent_initializer", "cpu_loop")
 _TREE_ONLY = ("tree_cell", "tree_loss")
 

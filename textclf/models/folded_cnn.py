@@ -13,9 +13,10 @@ Kim's 3/4/5 x 100 filters and a 20,000-word vocabulary);
 keeps the plain model. Building them is one (V, E) x (E, sum(K)·F) product
 when a run is opened for prediction.
 
-Everything after the convolutions (activation, length-masked max pooling,
-dropout at inference, the softmax layer) is the saved model's own layers, so
-only the order of the additions differs: tests/test_folded_cnn.py requires
+Everything after the convolutions (activation and length-masked max
+pooling, in the model's order, dropout at inference, the softmax layer) is
+the saved model's own layers and functions, so only the order of the
+additions differs: tests/test_folded_cnn.py requires
 the same probabilities to 1e-5 on every kind of padding.
 """
 
@@ -55,7 +56,7 @@ def folded_predict_fn(model, max_table_bytes: int = MAX_TABLE_BYTES):
         kernel = rounded(conv.kernel.numpy(), dtype)  # (K, E, F)
         tables = [tf.constant(embeddings @ kernel[j]) for j in range(kernel.shape[0])]
         branches.append((conv, tables, tf.constant(conv.bias.numpy(), dtype),
-                         cnn.get_layer(f"max_pool_{kernel.shape[0]}")))
+                         pooling(cnn, conv)))
     concat = cnn.get_layer("concat") if len(convs) > 1 else None
     head = cnn.get_layer("output")
 
@@ -64,16 +65,29 @@ def folded_predict_fn(model, max_table_bytes: int = MAX_TABLE_BYTES):
         ids = tf.cast(truncate(vectorizer(texts)), tf.int32)  # (B, T)
         padded = tf.pad(ids, [[0, 0], [0, pad]])  # (B, T + pad), as EndPadding
         pooled = []
-        for conv, tables, bias, max_pool in branches:
+        for conv, tables, bias, pool in branches:
             windows = tf.shape(padded)[1] - len(tables) + 1  # a "valid" conv's output length
             total = tf.add_n([tf.gather(table, padded[:, j:j + windows])
                               for j, table in enumerate(tables)])  # (B, T', F) float32
-            features = conv.activation(tf.cast(total, dtype) + bias)
-            pooled.append(max_pool([features, ids]))  # (B, F)
+            pooled.append(pool(tf.cast(total, dtype), bias, ids))  # (B, F)
         features = concat(pooled) if concat is not None else pooled[0]
         return tf.cast(head(features), tf.float32)  # dropout is the identity here
 
     return predict
+
+
+def pooling(cnn, conv):
+    """The branch's f(conv + b) and max over time, as the model computes them:
+    (features without bias (B, T', F), bias (F,), ids (B, T)) -> (B, F)."""
+    import tensorflow as tf
+
+    from .layers import MaxPooledConv1D, masked_max_over_time, valid_windows
+
+    if isinstance(conv, MaxPooledConv1D):  # bias and activation after the max
+        return lambda features, bias, ids: conv.activation(masked_max_over_time(
+            features, valid_windows(ids, tf.shape(features)[1])) + bias)
+    max_pool = cnn.get_layer(f"max_pool_{conv.kernel_size[0]}")
+    return lambda features, bias, ids: max_pool([conv.activation(features + bias), ids])
 
 
 def rounded(values, dtype: str) -> np.ndarray:

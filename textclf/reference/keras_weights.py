@@ -137,7 +137,7 @@ def model_spec(model) -> dict:
     """Spec of a textclf cnn or rnn token-id model (``textclf.models.build_model``).
 
     Relies on the layer names of that contract: ``end_padding``, ``embedding``,
-    ``conv_K``/``max_pool_K``, ``concat``, ``rnn_1..L``, ``mean_pool``,
+    ``conv_K`` (and ``max_pool_K`` after a Conv1D), ``concat``, ``rnn_1..L``, ``mean_pool``,
     ``dropout``, ``output``.
     """
     names = _layer_names(model)
@@ -159,8 +159,12 @@ def model_spec(model) -> dict:
                 raise UnsupportedLayerError(f"{name}: only valid, stride 1, undilated Conv1D "
                                             "with bias and a named activation")
             width = int(config["kernel_size"][0])
+            # A Conv1D is followed by max_pool_K; a MaxPooledConv1D pools inside
+            # (pool None: its output is the pooled one). Both are f(conv + b), then the max.
+            pool = f"max_pool_{width}"
             convs.append({"name": name, "width": width, "filters": int(config["filters"]),
-                          "activation": config["activation"], "pool": f"max_pool_{width}"})
+                          "activation": config["activation"],
+                          "pool": pool if pool in names else None})
         spec.update(type="cnn", pad=int(model.get_layer("end_padding").pad), convs=convs)
     elif "mean_pool" in names:
         recurrent = [recurrent_spec(model.get_layer(name)) for name in names

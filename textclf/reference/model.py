@@ -57,8 +57,8 @@ class NumpyModel:
     ``blas_threads``: cap on NumPy's BLAS threads during forward/backward
     (1 by default, see :mod:`textclf.reference.threads`; None: no cap).
     After :meth:`forward`, ``activations_`` maps each Keras layer name to its
-    output (``end_padding``, ``embedding``, ``conv_K``, ``max_pool_K``, ``concat``,
-    ``rnn_l``, ``mean_pool``, ``dropout``, ``output``).
+    output (``end_padding``, ``embedding``, ``conv_K``, ``max_pool_K`` where the
+    model has one, ``concat``, ``rnn_l``, ``mean_pool``, ``dropout``, ``output``).
     """
 
     def __init__(self, spec: dict, weights: dict[str, np.ndarray], dtype=np.float64,
@@ -126,7 +126,10 @@ class NumpyModel:
             w = self._params(conv["name"])
             y, conv_cache = layers.conv1d_forward(x, w["kernel"], w["bias"], conv["activation"])
             p, pool_cache = layers.length_masked_max_pool(y, ids)
-            acts[conv["name"]], acts[conv["pool"]] = y, p
+            if conv.get("pool"):  # Conv1D, then max_pool_K
+                acts[conv["name"]], acts[conv["pool"]] = y, p
+            else:  # MaxPooledConv1D: the layer's output is the pooled features
+                acts[conv["name"]] = p
             pooled.append(p)
             caches.append((conv_cache, pool_cache))
         features = pooled[0] if len(pooled) == 1 else np.concatenate(pooled, axis=-1)
