@@ -507,8 +507,9 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
         variants.append({"name": "bucketing off", "overrides": ["train.bucketing=false"]})
     if family == "cnn" and model.pool_in_conv:
         variants.append({"name": "Conv1D then pooling", "overrides": ["model.pool_in_conv=false"]})
-    if family == "rnn" and model.cell == "lstm" and model.cpu_loop == "auto":
-        variants.append({"name": "Keras LSTM loop", "overrides": ["model.cpu_loop=keras"]})
+    if family == "rnn" and model.cell in ("lstm", "gru") and model.cpu_loop == "auto":
+        variants.append({"name": f"Keras {model.cell.upper()} loop",
+                         "overrides": ["model.cpu_loop=keras"]})
     other_batch = 64 if train.batch_size != 64 else 32
     variants.append({"name": f"batch {other_batch}",
                      "overrides": [f"train.batch_size={other_batch}"]})

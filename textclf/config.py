@@ -232,7 +232,8 @@ class ModelConfig:
     layers: int = _check(integer(1, 8), 1, "rnn: stacked recurrent layers")
     recurrent_initializer: str = _check(string, "orthogonal", "rnn: initializer of recurrent kernels")
     cpu_loop: str = _check(choice("auto", "keras"), "auto",
-                           "rnn: auto = textclf's fused CPU loop for LSTM (GPUs keep cuDNN); "
+                           "rnn: auto = textclf's fused CPU loop for LSTM and GRU (GPUs keep "
+                           "cuDNN); "
                            "keras = the stock loop")
     # treenet
     tree_cell: str = _check(choice("rnn", "tree_lstm"), "tree_lstm",

@@ -100,14 +100,14 @@ def lstm_step(z, c):
     return s, c_new, o * tf.tanh(c_new)
 
 
-def _keep(mask, units):
+def keep_mask(mask, units):
     """(T, B, 1) mask -> (T, B, U) bool, so that the loops' selects take
     operands of one shape (TensorFlow's broadcasting select is its slow path)."""
     shape = tf.shape(mask)
     return tf.broadcast_to(mask > 0, tf.stack([shape[0], shape[1], units]))
 
 
-def _unflatten(args, parts: int):
+def unflatten(args, parts: int):
     """(a_1..a_n, b_1..b_n, ...) -> [(a_1..a_n), (b_1..b_n), ...] in ``parts`` groups."""
     size = len(args) // parts
     return [list(args[k * size:(k + 1) * size]) for k in range(parts)]
@@ -116,9 +116,9 @@ def _unflatten(args, parts: int):
 def _forward_only(recurrent_kernel, *slices):
     """The recurrence without the per-step records of :func:`_recurrence`;
     ``slices`` = projected..., h0..., c0..., mask... (one of each per slice)."""
-    projected, h0, c0, mask = _unflatten(slices, 4)
+    projected, h0, c0, mask = unflatten(slices, 4)
     units = recurrent_kernel.shape[0]
-    keep = [_keep(m, units) for m in mask]
+    keep = [keep_mask(m, units) for m in mask]
     steps = tf.shape(projected[0])[0]
     written = [tf.TensorArray(p.dtype, size=steps, element_shape=h.shape)
                for p, h in zip(projected, h0)]
@@ -142,9 +142,9 @@ def _recurrence(weight_grad_dtype):
 
     @tf.custom_gradient
     def recurrence(recurrent_kernel, *slices):
-        projected, h0, c0, mask = _unflatten(slices, 4)
+        projected, h0, c0, mask = unflatten(slices, 4)
         units = recurrent_kernel.shape[0]
-        keep = [_keep(m, units) for m in mask]
+        keep = [keep_mask(m, units) for m in mask]
         steps = tf.shape(projected[0])[0]
         # Element shapes let a zero-step loop (a batch of empty texts) still stack.
 
@@ -174,7 +174,7 @@ def _recurrence(weight_grad_dtype):
                                     for records in (sigmoids, cells, outputs))
 
         def grad(*upstream):
-            d_outputs, d_h_last, d_c_last = _unflatten(upstream, 3)
+            d_outputs, d_h_last, d_c_last = unflatten(upstream, 3)
             # An output nobody used arrives as None.
             d_outputs = [tf.zeros_like(o) if d is None else d for d, o in zip(d_outputs, outputs)]
             d_h_last = [tf.zeros_like(h) if d is None else d for d, h in zip(d_h_last, h0)]
@@ -258,14 +258,16 @@ def _backward(d_outputs, d_h_last, d_c_last, recurrent_kernel, h0, c0, mask, kee
     return d_projected, d_kernel, d_h0, d_c0
 
 
-def fused_path_applies(layer: keras.layers.LSTM, training: bool) -> bool:
-    """True when the fused CPU loop computes exactly what Keras' loop would."""
+def fused_path_applies(layer: keras.layers.RNN, training: bool) -> bool:
+    """True when a fused CPU loop (LSTM, or GRU with ``reset_after``) computes
+    exactly what Keras' loop would."""
     cell = layer.cell
     return (keras.backend.backend() == "tensorflow"
             and not tf.config.list_logical_devices("GPU")  # cuDNN's kernel is better
             and cell.activation is keras.activations.tanh
             and cell.recurrent_activation is keras.activations.sigmoid
             and cell.use_bias and not cell.recurrent_dropout
+            and getattr(cell, "reset_after", True)  # GRU: cuDNN's variant, the fused one
             and not (training and cell.dropout)
             and not layer.unroll)
 

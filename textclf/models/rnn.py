@@ -8,13 +8,14 @@ import numpy as np
 
 from ..config import ModelConfig
 from .common import regularizer, softmax_head, token_embedding
+from .fused_gru import FusedGRU
 from .fused_lstm import FusedLSTM
 from .layers import MaskedMeanPooling
 
 _CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU,
           "simple_rnn": keras.layers.SimpleRNN}
 # model.cpu_loop auto: the cells with a fused CPU loop of textclf's own.
-_FUSED_CELLS = {"lstm": FusedLSTM}
+_FUSED_CELLS = {"lstm": FusedLSTM, "gru": FusedGRU}
 
 
 def recurrent_layer(cfg: ModelConfig, index: int) -> keras.layers.Layer:
@@ -24,8 +25,9 @@ def recurrent_layer(cfg: ModelConfig, index: int) -> keras.layers.Layer:
     ``reset_after=True``) are exactly what makes Keras pick the fused cuDNN
     kernel on a GPU; ``model.activation: relu`` trades that for the course's
     remedy against vanishing gradients. ``model.cpu_loop: auto`` builds an
-    LSTM as :class:`~textclf.models.fused_lstm.FusedLSTM` (same weights, a
-    faster loop on CPUs, cuDNN on GPUs).
+    LSTM as :class:`~textclf.models.fused_lstm.FusedLSTM` and a GRU as
+    :class:`~textclf.models.fused_gru.FusedGRU` (same weights, a faster loop
+    on CPUs, cuDNN on GPUs).
     """
     cells = {**_CELLS, **_FUSED_CELLS} if cfg.cpu_loop == "auto" else _CELLS
     options = dict(units=cfg.units, return_sequences=True,
