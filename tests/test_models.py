@@ -148,3 +148,7 @@ def test_cnn_builder_pools_inside_the_conv_for_monotone_activations(keras):
     assert "max_pool_2" in {layer.name for layer in separate.layers}
     with pytest.raises(ValueError, match="non-decreasing activation"):
         MaxPooledConv1D(4, 2, activation="gelu")
+    for options in ({"padding": "same"}, {"strides": 2}, {"dilation_rate": 2},
+                    {"use_bias": False}):
+        with pytest.raises(ValueError, match="valid, stride-1"):
+            MaxPooledConv1D(4, 2, activation="relu", **options)

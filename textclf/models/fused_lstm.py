@@ -146,9 +146,9 @@ def _recurrence(weight_grad_dtype):
         units = recurrent_kernel.shape[0]
         keep = [keep_mask(m, units) for m in mask]
         steps = tf.shape(projected[0])[0]
-        # Element shapes let a zero-step loop (a batch of empty texts) still stack.
 
         def records(shape_of):
+            # Element shapes let a zero-step loop (a batch of empty texts) still stack.
             return [tf.TensorArray(p.dtype, size=steps, element_shape=shape_of(p, h))
                     for p, h in zip(projected, h0)]
 
@@ -267,7 +267,7 @@ def fused_path_applies(layer: keras.layers.RNN, training: bool) -> bool:
             and cell.activation is keras.activations.tanh
             and cell.recurrent_activation is keras.activations.sigmoid
             and cell.use_bias and not cell.recurrent_dropout
-            and getattr(cell, "reset_after", True)  # GRU: cuDNN's variant, the fused one
+            and getattr(cell, "reset_after", True)  # GRU: only cuDNN's variant is fused
             and not (training and cell.dropout)
             and not layer.unroll)
 

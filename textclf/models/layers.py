@@ -128,6 +128,12 @@ class MaxPooledConv1D(keras.layers.Conv1D):
         if name not in MONOTONE_ACTIVATIONS:
             raise ValueError(f"MaxPooledConv1D needs a non-decreasing activation "
                              f"({', '.join(MONOTONE_ACTIVATIONS)}), not {name}")
+        # valid_windows counts the windows of a valid, stride-1, undilated
+        # convolution over (B, T, E) inputs, with a bias to add after the max.
+        if (self.padding != "valid" or self.strides != (1,) or self.dilation_rate != (1,)
+                or self.data_format != "channels_last" or not self.use_bias):
+            raise ValueError("MaxPooledConv1D is a valid, stride-1, undilated, "
+                             "channels-last Conv1D with a bias")
         self.input_spec = None  # two inputs; Conv1D's spec describes one
 
     def build(self, input_shape):

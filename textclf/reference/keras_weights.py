@@ -137,8 +137,8 @@ def model_spec(model) -> dict:
     """Spec of a textclf cnn or rnn token-id model (``textclf.models.build_model``).
 
     Relies on the layer names of that contract: ``end_padding``, ``embedding``,
-    ``conv_K`` (and ``max_pool_K`` after a Conv1D), ``concat``, ``rnn_1..L``, ``mean_pool``,
-    ``dropout``, ``output``.
+    ``conv_K`` (and ``max_pool_K`` after a Conv1D), ``concat``, ``rnn_1..L``,
+    ``mean_pool``, ``dropout``, ``output``.
     """
     names = _layer_names(model)
     embedding = model.get_layer("embedding")
