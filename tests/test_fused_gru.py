@@ -110,8 +110,8 @@ def test_falls_back_to_keras_where_the_fused_loop_does_not_apply(tf):
 
 
 def test_mixed_precision_stays_close_to_float32(tf):
-    """bfloat16 projections and weight-gradient matmuls, float32 loop: within
-    bfloat16 rounding of the float32 layer, outputs and gradients."""
+    """bfloat16 projections, float32 loop: within bfloat16 rounding of the
+    float32 layer, outputs and gradients."""
     from textclf.models.fused_gru import FusedGRU
 
     x = np.random.default_rng(4).normal(size=(B, T, D)).astype("float32")

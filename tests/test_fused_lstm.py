@@ -150,9 +150,9 @@ def test_mixed_precision_keeps_float32_states(tf):
 
 
 def test_mixed_precision_gradients_stay_close_to_float32(tf):
-    """Under mixed_bfloat16 the weight gradients come from bfloat16 matmuls
-    (dU too, as Keras computes the model's other weight gradients): within
-    bfloat16's rounding of the float32 layer's, and not equal to them."""
+    """Under mixed_bfloat16 the projection's gradients come from bfloat16
+    matmuls (dU from a float32 one): within bfloat16's rounding of the
+    float32 layer's gradients, and not equal to them."""
     from textclf.models.fused_lstm import FusedLSTM
 
     rng = np.random.default_rng(4)

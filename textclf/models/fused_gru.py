@@ -32,8 +32,7 @@ import tensorflow as tf
 from .fused_lstm import FusedLSTM, fused_path_applies, keep_mask, split_batch, unflatten
 
 
-def gru_recurrence(projected, recurrent_kernel, recurrent_bias, h0, mask, training: bool = True,
-                   weight_grad_dtype=None):
+def gru_recurrence(projected, recurrent_kernel, recurrent_bias, h0, mask, training: bool = True):
     """Run the GRU recurrence over precomputed input projections, row slices side by side.
 
     ``projected``, ``h0`` and ``mask`` are equally long lists, one entry per
@@ -44,12 +43,11 @@ def gru_recurrence(projected, recurrent_kernel, recurrent_bias, h0, mask, traini
     Returns lists ``outputs`` (T, B_g, U), ``last_output`` and ``h_T`` (B_g, U);
     differentiable in all but the mask (hand-written backward) when
     ``training``, else a lean loop that records nothing for a backward pass.
-    ``weight_grad_dtype``: dtype of the matmul that gives ``dU`` (under mixed
-    precision the compute dtype, as for the model's other weights).
+    Under mixed precision only the projections outside run in the compute
+    dtype; the loop and ``dU`` stay float32 (as for the LSTM).
     """
     slices = len(projected)
-    run = (_recurrence(weight_grad_dtype or projected[0].dtype) if training
-           else _forward_only)
+    run = _recurrence if training else _forward_only
     flat = run(recurrent_kernel, recurrent_bias, *projected, *h0, *mask)
     states, h_last = flat[:slices], flat[slices:]
     # Keras' rule: outputs before a row's first real step are zeros, not h0.
@@ -99,59 +97,55 @@ def _forward_only(recurrent_kernel, recurrent_bias, *slices):
     return [o.stack() for o in outputs] + h_last
 
 
-def _recurrence(weight_grad_dtype):
+@tf.custom_gradient
+def _recurrence(recurrent_kernel, recurrent_bias, *slices):
     """:func:`_forward_only` plus the records :func:`_backward` needs,
     differentiable through it."""
+    projected, h0, mask = unflatten(slices, 3)
+    units = recurrent_kernel.shape[0]
+    keep = [keep_mask(m, units) for m in mask]
+    x_zr, x_h = _input_parts(projected, units)
+    steps = tf.shape(projected[0])[0]
 
-    @tf.custom_gradient
-    def recurrence(recurrent_kernel, recurrent_bias, *slices):
-        projected, h0, mask = unflatten(slices, 3)
-        units = recurrent_kernel.shape[0]
-        keep = [keep_mask(m, units) for m in mask]
-        x_zr, x_h = _input_parts(projected, units)
-        steps = tf.shape(projected[0])[0]
+    def records(width):
+        # Element shapes let a zero-step loop (a batch of empty texts) still stack.
+        return [tf.TensorArray(p.dtype, size=steps,
+                               element_shape=tf.TensorShape([h.shape[0], width]))
+                for p, h in zip(projected, h0)]
 
-        def records(width):
-            # Element shapes let a zero-step loop (a batch of empty texts) still stack.
-            return [tf.TensorArray(p.dtype, size=steps,
-                                   element_shape=tf.TensorShape([h.shape[0], width]))
-                    for p, h in zip(projected, h0)]
+    def step(t, hs, gates, recurrent_h, candidates, outputs):
+        for g, h in enumerate(hs):
+            zr, u_h, hh, h_new = gru_step(x_zr[g][t], x_h[g][t], h, recurrent_kernel,
+                                          recurrent_bias)
+            hs[g] = tf.where(keep[g][t], h_new, h)
+            gates[g] = gates[g].write(t, zr)
+            recurrent_h[g] = recurrent_h[g].write(t, u_h)
+            candidates[g] = candidates[g].write(t, hh)
+            outputs[g] = outputs[g].write(t, hs[g])
+        return t + 1, hs, gates, recurrent_h, candidates, outputs
 
-        def step(t, hs, gates, recurrent_h, candidates, outputs):
-            for g, h in enumerate(hs):
-                zr, u_h, hh, h_new = gru_step(x_zr[g][t], x_h[g][t], h, recurrent_kernel,
-                                              recurrent_bias)
-                hs[g] = tf.where(keep[g][t], h_new, h)
-                gates[g] = gates[g].write(t, zr)
-                recurrent_h[g] = recurrent_h[g].write(t, u_h)
-                candidates[g] = candidates[g].write(t, hh)
-                outputs[g] = outputs[g].write(t, hs[g])
-            return t + 1, hs, gates, recurrent_h, candidates, outputs
+    _, h_last, *written = tf.while_loop(
+        lambda t, *_: t < steps, step,
+        (tf.constant(0), list(h0), records(2 * units), records(units), records(units),
+         records(units)),
+        parallel_iterations=32)
+    gates, recurrent_h, candidates, outputs = ([r.stack() for r in kind] for kind in written)
 
-        _, h_last, *written = tf.while_loop(
-            lambda t, *_: t < steps, step,
-            (tf.constant(0), list(h0), records(2 * units), records(units), records(units),
-             records(units)),
-            parallel_iterations=32)
-        gates, recurrent_h, candidates, outputs = ([r.stack() for r in kind] for kind in written)
+    def grad(*upstream):
+        d_outputs, d_h_last = unflatten(upstream, 2)
+        # An output nobody used arrives as None.
+        d_outputs = [tf.zeros_like(o) if d is None else d for d, o in zip(d_outputs, outputs)]
+        d_h_last = [tf.zeros_like(h) if d is None else d for d, h in zip(d_h_last, h0)]
+        d_kernel, d_bias, d_projected, d_h0 = _backward(
+            d_outputs, d_h_last, recurrent_kernel, h0, mask, keep, gates, recurrent_h,
+            candidates, outputs)
+        return [d_kernel, d_bias, *d_projected, *d_h0, *(tf.zeros_like(m) for m in mask)]
 
-        def grad(*upstream):
-            d_outputs, d_h_last = unflatten(upstream, 2)
-            # An output nobody used arrives as None.
-            d_outputs = [tf.zeros_like(o) if d is None else d for d, o in zip(d_outputs, outputs)]
-            d_h_last = [tf.zeros_like(h) if d is None else d for d, h in zip(d_h_last, h0)]
-            d_kernel, d_bias, d_projected, d_h0 = _backward(
-                d_outputs, d_h_last, recurrent_kernel, h0, mask, keep, gates, recurrent_h,
-                candidates, outputs, weight_grad_dtype)
-            return [d_kernel, d_bias, *d_projected, *d_h0, *(tf.zeros_like(m) for m in mask)]
-
-        return outputs + h_last, grad
-
-    return recurrence
+    return outputs + h_last, grad
 
 
 def _backward(d_outputs, d_h_last, recurrent_kernel, h0, mask, keep, gates, recurrent_h,
-              candidates, outputs, weight_grad_dtype):
+              candidates, outputs):
     """Backprop through time for every slice in one loop: the gradients of
     (recurrent_kernel, recurrent_bias, projected (list), h0 (list)).
 
@@ -196,9 +190,7 @@ def _backward(d_outputs, d_h_last, recurrent_kernel, h0, mask, keep, gates, recu
     d_projected = [tf.concat([d[:, :, :2 * units], g.stack() * factor_h], axis=2)
                    for d, g, (_, factor_h, _) in zip(d_u, g_seqs, factors)]
     d_kernel = tf.add_n([
-        tf.cast(tf.matmul(tf.cast(tf.reshape(h, [-1, units]), weight_grad_dtype),
-                          tf.cast(tf.reshape(d, [-1, 3 * units]), weight_grad_dtype),
-                          transpose_a=True), outputs[0].dtype)
+        tf.matmul(tf.reshape(h, [-1, units]), tf.reshape(d, [-1, 3 * units]), transpose_a=True)
         for h, d in zip(h_prev, d_u)])
     d_bias = tf.add_n([tf.reduce_sum(d, axis=[0, 1]) for d in d_u])
     return d_kernel, d_bias, d_projected, d_h0
@@ -230,8 +222,7 @@ class FusedGRU(keras.layers.GRU):
                   split_batch([sequences, mask, initial_state], self.batch_groups)]
         projected, mask, h0 = (list(part) for part in zip(*pieces))
         outputs, last_output, h = gru_recurrence(
-            projected, recurrent_kernel, recurrent_bias, h0, mask, training=bool(training),
-            weight_grad_dtype=sequences.dtype)
+            projected, recurrent_kernel, recurrent_bias, h0, mask, training=bool(training))
         outputs = [tf.transpose(o, [1, 0, 2]) for o in outputs]  # (B', T, U) each
         outputs, last_output, h = (tf.concat(part, axis=0)
                                    for part in (outputs, last_output, h))
