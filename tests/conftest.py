@@ -84,14 +84,16 @@ TINY_LSTM_RECIPE = (
     "train: {epochs: 1, batch_size: 16, verbose: quiet}\n")
 
 
-def train_tiny_lstm_run(folder: Path) -> Path:
-    """Train a one-epoch LSTM on fresh topic data in ``folder``; returns the run directory."""
+def train_tiny_lstm_run(folder: Path, cell: str = "lstm") -> Path:
+    """Train a one-epoch LSTM (or another ``cell``) on fresh topic data in
+    ``folder``; returns the run directory."""
     from click.testing import CliRunner
 
     from textclf.cli import cli
 
     write_topic_tsv(folder / "train.tsv", 120)
-    (folder / "lstm.yaml").write_text(TINY_LSTM_RECIPE, encoding="utf-8")
+    recipe = TINY_LSTM_RECIPE.replace("cell: lstm", f"cell: {cell}")
+    (folder / "lstm.yaml").write_text(recipe, encoding="utf-8")
     result = CliRunner().invoke(cli, ["train", "-c", str(folder / "lstm.yaml"), "-o",
                                       str(folder / "run")], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -216,15 +216,17 @@ def test_numpy_reference_reads_a_fused_layer(tf):
     np.testing.assert_allclose(outputs, np.asarray(layer(x, mask=mask)), atol=1e-12)
 
 
-def test_a_fresh_process_loads_and_predicts_with_an_lstm_run(tmp_path):
-    """`textclf predict` in a new process: FusedLSTM must be registered before the
-    run's model.keras is read (in-process tests have it imported already)."""
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_fresh_process_loads_and_predicts_with_a_fused_run(tmp_path, cell):
+    """`textclf predict` in a new process: FusedLSTM and FusedGRU must be
+    registered before the run's model.keras is read (in-process tests have
+    them imported already)."""
     import subprocess
     import sys
 
     from conftest import train_tiny_lstm_run
 
-    run_dir = train_tiny_lstm_run(tmp_path)
+    run_dir = train_tiny_lstm_run(tmp_path, cell)
     (tmp_path / "docs.txt").write_text("alpha beta\n\ngamma\n", encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "textclf.cli", "predict", str(run_dir),
                            str(tmp_path / "docs.txt"), "--format", "tsv"],

@@ -145,7 +145,7 @@ def load_model(path: Path):
     """Load a ``.keras`` model with ``safe_mode`` on: no code from the file runs."""
     import keras
 
-    from .models import fused_lstm, layers  # noqa: F401  registers textclf's layers
+    from .models import fused_gru, fused_lstm, layers  # noqa: F401  registers textclf's layers
 
     if not path.exists():
         raise RunDirError(f"{path}: missing (the run directory is incomplete)")
