@@ -6,6 +6,7 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -171,3 +172,41 @@ def stop_after_epoch(monkeypatch, epoch: int):
 
     monkeypatch.setattr(training, "make_callbacks", with_interrupt)
     return lambda: monkeypatch.setattr(training, "make_callbacks", original)
+
+
+# For the fused-loop tests (test_fused_lstm.py, test_fused_gru.py): small
+# float64 layers and (B, T) masks with right padding, holes, a row with no
+# real step, and left padding.
+RNN_B, RNN_T, RNN_D, RNN_U = 5, 7, 3, 4
+RNN_MASKS = {
+    "none": None,
+    "right": np.arange(RNN_T)[None] < np.array([[7], [3], [1], [5], [2]]),
+    "holes": np.array([[1, 0, 1, 1, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1],
+                       [0, 0, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0, 1]], dtype=bool),
+}
+
+
+def twin_recurrent_layers(stock_class, fused_class, groups: int = 2, **options):
+    """A stock Keras layer and textclf's fused one, float64, the same weights
+    (normal, scale 0.7), returning sequences and states."""
+    stock = stock_class(RNN_U, return_sequences=True, return_state=True, dtype="float64",
+                        **options)
+    fused = fused_class(RNN_U, return_sequences=True, return_state=True, dtype="float64",
+                        **options)
+    fused.batch_groups = groups
+    stock.build((None, None, RNN_D))
+    fused.build((None, None, RNN_D))
+    rng = np.random.default_rng(3)
+    weights = [rng.normal(0, 0.7, size=w.shape) for w in stock.get_weights()]
+    stock.set_weights(weights)
+    fused.set_weights(weights)
+    return stock, fused
+
+
+def assert_relatively_close(actual, expected, what):
+    """Max |actual - expected| / max(1, max |expected|) below 1e-9 (float64:
+    only the order of additions differs)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    error = float(np.max(np.abs(actual - expected))) / scale
+    assert error < 1e-9, f"{what}: relative difference {error:.2e}"

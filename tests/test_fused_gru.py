@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import (RNN_B, RNN_D, RNN_MASKS, RNN_T, RNN_U, assert_relatively_close,
+                      twin_recurrent_layers)
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +20,8 @@ def tf():
     return import_tensorflow()
 
 
-B, T, D, U = 5, 7, 3, 4
-
-MASKS = {
-    "none": None,
-    "right": np.arange(T)[None] < np.array([[7], [3], [1], [5], [2]]),
-    "holes": np.array([[1, 0, 1, 1, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1],
-                       [0, 0, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0, 1]], dtype=bool),
-}
+B, T, D, U = RNN_B, RNN_T, RNN_D, RNN_U
+MASKS = RNN_MASKS
 
 
 def twin_layers(tf, groups: int = 2, **options):
@@ -34,17 +30,7 @@ def twin_layers(tf, groups: int = 2, **options):
 
     from textclf.models.fused_gru import FusedGRU
 
-    stock = keras.layers.GRU(U, return_sequences=True, return_state=True, dtype="float64",
-                             **options)
-    fused = FusedGRU(U, return_sequences=True, return_state=True, dtype="float64", **options)
-    fused.batch_groups = groups
-    stock.build((None, None, D))
-    fused.build((None, None, D))
-    rng = np.random.default_rng(3)
-    weights = [rng.normal(0, 0.7, size=w.shape) for w in stock.get_weights()]
-    stock.set_weights(weights)
-    fused.set_weights(weights)
-    return stock, fused
+    return twin_recurrent_layers(keras.layers.GRU, FusedGRU, groups, **options)
 
 
 def outputs_and_gradients(tf, layer, x, mask, h0, training):
@@ -58,11 +44,7 @@ def outputs_and_gradients(tf, layer, x, mask, h0, training):
     return [seq, h], tape.gradient(loss, [x, h0, *layer.trainable_weights])
 
 
-def assert_close(actual, expected, what):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    scale = max(1.0, float(np.max(np.abs(expected))))
-    error = float(np.max(np.abs(actual - expected))) / scale
-    assert error < 1e-9, f"{what}: relative difference {error:.2e}"
+assert_close = assert_relatively_close
 
 
 @pytest.mark.parametrize("mask_name", list(MASKS))

@@ -29,7 +29,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from .fused_lstm import FusedLSTM, fused_path_applies, keep_mask, split_batch, unflatten
+from .fused_lstm import (FusedLSTM, fused_path_applies, keep_mask, split_batch, time_major,
+                         unflatten)
 
 
 def gru_recurrence(projected, recurrent_kernel, recurrent_bias, h0, mask, training: bool = True):
@@ -231,13 +232,7 @@ class FusedGRU(keras.layers.GRU):
     def _time_major_slice(self, sequences, mask, h0, loop_dtype, input_bias):
         """One row slice (B', T, D) -> projections (T, B', 3U), mask (T, B', 1),
         h0 (B', U), in ``loop_dtype``."""
-        inputs = tf.transpose(sequences, [1, 0, 2])  # time-major (T, B', D)
-        if mask is None:
-            mask = tf.ones_like(inputs[:, :, :1], dtype=loop_dtype)
-        else:
-            mask = tf.cast(tf.transpose(mask)[:, :, None], loop_dtype)  # (T, B', 1)
-        if self.go_backwards:
-            inputs, mask = tf.reverse(inputs, [0]), tf.reverse(mask, [0])
+        inputs, mask = time_major(sequences, mask, self.go_backwards, loop_dtype)
         projected = tf.tensordot(inputs, tf.cast(self.cell.kernel, inputs.dtype), 1)
         projected = tf.cast(projected, loop_dtype) + input_bias  # (T, B', 3U)
         return projected, mask, tf.cast(h0, loop_dtype)

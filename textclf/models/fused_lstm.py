@@ -262,6 +262,20 @@ def fused_path_applies(layer: keras.layers.RNN, training: bool) -> bool:
             and not layer.unroll)
 
 
+def time_major(sequences, mask, go_backwards: bool, mask_dtype):
+    """(B, T, D) inputs and (B, T) bool mask or None -> time-major (T, B, D)
+    inputs and (T, B, 1) mask in ``mask_dtype`` (ones for None), both in
+    processing order (reversed for ``go_backwards``)."""
+    inputs = tf.transpose(sequences, [1, 0, 2])
+    if mask is None:
+        mask = tf.ones_like(inputs[:, :, :1], dtype=mask_dtype)
+    else:
+        mask = tf.cast(tf.transpose(mask)[:, :, None], mask_dtype)
+    if go_backwards:
+        inputs, mask = tf.reverse(inputs, [0]), tf.reverse(mask, [0])
+    return inputs, mask
+
+
 def split_batch(tensors, groups: int):
     """Cut each (B, ...) tensor (or None) into ``groups`` row slices of near-equal size."""
     batch = tf.shape(tensors[0])[0]
@@ -309,13 +323,7 @@ class FusedLSTM(keras.layers.LSTM):
         """One row slice (B', T, D) -> the recurrence's inputs: gate-scaled
         projections (T, B', 4U), mask (T, B', 1), h0 and c0 (B', U), in ``loop_dtype``."""
         cell = self.cell
-        inputs = tf.transpose(sequences, [1, 0, 2])  # time-major (T, B', D)
-        if mask is None:
-            mask = tf.ones_like(inputs[:, :, :1], dtype=loop_dtype)
-        else:
-            mask = tf.cast(tf.transpose(mask)[:, :, None], loop_dtype)  # (T, B', 1)
-        if self.go_backwards:
-            inputs, mask = tf.reverse(inputs, [0]), tf.reverse(mask, [0])
+        inputs, mask = time_major(sequences, mask, self.go_backwards, loop_dtype)
         kernel = tf.cast(cell.kernel, loop_dtype) * scale
         projected = tf.tensordot(inputs, tf.cast(kernel, inputs.dtype), 1)  # (T, B', 4U)
         projected = tf.cast(projected, loop_dtype) + tf.cast(cell.bias, loop_dtype) * scale
