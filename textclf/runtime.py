@@ -58,8 +58,8 @@ def fused_loops_get_one_thread_per_op(model_cfg) -> bool:
     before it runs its first op, so a process that already ran one keeps its
     threads (returns False).
     """
-    # Not for FusedGRU: imdb_rnn's GRU (64 units) trained about 10% faster per
-    # step with the default threads, timed both ways in separate processes.
+    # Not for FusedGRU: imdb_rnn's GRU (64 units) trained faster per step with
+    # the default threads, timed both ways in separate processes.
     if (model_cfg.type != "rnn" or model_cfg.cell != "lstm" or model_cfg.cpu_loop != "auto"
             or len(os.sched_getaffinity(0)) < 2):
         return False

@@ -17,8 +17,8 @@ saved form; only its CPU inner loop differs (:func:`scaled_lstm_recurrence`):
   by side in one loop (:attr:`FusedLSTM.batch_groups`);
 - under mixed precision the projection, ``dW`` and ``dX`` run in the
   compute dtype; the loop and ``dU`` stay float32 (``dU`` in bfloat16 made a
-  training step about 4% faster, but bbc_rnn's test accuracy over train.seed
-  13/14/15 was 94.2/95.1/95.5% against 95.5/95.1/96.0% in float32);
+  training step a few percent faster, but bbc_rnn's test accuracy over
+  train.seed 13/14/15 was 94.2/95.1/95.5% against 95.5/95.1/96.0% in float32);
 - prediction and validation run a lean loop that records nothing for a
   backward pass.
 
