@@ -29,8 +29,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from .fused_lstm import (FusedLSTM, fused_path_applies, keep_mask, split_batch, time_major,
-                         unflatten)
+from .fused_lstm import (FusedLSTM, fused_path_applies, keep_mask, keras_outputs, loop_dtype,
+                         split_batch, time_major, unflatten)
 
 
 def gru_recurrence(projected, recurrent_kernel, recurrent_bias, h0, mask, training: bool = True):
@@ -51,11 +51,8 @@ def gru_recurrence(projected, recurrent_kernel, recurrent_bias, h0, mask, traini
     run = _recurrence if training else _forward_only
     flat = run(recurrent_kernel, recurrent_bias, *projected, *h0, *mask)
     states, h_last = flat[:slices], flat[slices:]
-    # Keras' rule: outputs before a row's first real step are zeros, not h0.
-    emitted = [tf.cast(tf.cumsum(m, axis=0) > 0, s.dtype) for m, s in zip(mask, states)]
-    last_output = [h * tf.cast(tf.reduce_any(m > 0, axis=0), h.dtype)
-                   for h, m in zip(h_last, mask)]
-    return [s * e for s, e in zip(states, emitted)], last_output, h_last
+    outputs, last_output = keras_outputs(states, h_last, mask)
+    return outputs, last_output, h_last
 
 
 def gru_step(x_zr, x_h, h, recurrent_kernel, recurrent_bias):
@@ -212,14 +209,12 @@ class FusedGRU(keras.layers.GRU):
             initial_state = initial_state[0]
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        # Under mixed precision the matmul over all steps runs in the compute
-        # dtype and the loop keeps float32 states, as cuDNN does.
-        loop_dtype = tf.float32 if sequences.dtype in (tf.bfloat16, tf.float16) else sequences.dtype
+        dtype = loop_dtype(sequences.dtype)
         cell = self.cell
-        input_bias, recurrent_bias = (tf.cast(cell.bias[k], loop_dtype) for k in (0, 1))
-        recurrent_kernel = tf.cast(cell.recurrent_kernel, loop_dtype)
+        input_bias, recurrent_bias = (tf.cast(cell.bias[k], dtype) for k in (0, 1))
+        recurrent_kernel = tf.cast(cell.recurrent_kernel, dtype)
         # Cut before going time-major, where a row slice is contiguous.
-        pieces = [self._time_major_slice(*piece, loop_dtype, input_bias) for piece in
+        pieces = [self._time_major_slice(*piece, dtype, input_bias) for piece in
                   split_batch([sequences, mask, initial_state], self.batch_groups)]
         projected, mask, h0 = (list(part) for part in zip(*pieces))
         outputs, last_output, h = gru_recurrence(
@@ -229,10 +224,10 @@ class FusedGRU(keras.layers.GRU):
                                    for part in (outputs, last_output, h))
         return last_output, outputs, [h]
 
-    def _time_major_slice(self, sequences, mask, h0, loop_dtype, input_bias):
+    def _time_major_slice(self, sequences, mask, h0, dtype, input_bias):
         """One row slice (B', T, D) -> projections (T, B', 3U), mask (T, B', 1),
-        h0 (B', U), in ``loop_dtype``."""
-        inputs, mask = time_major(sequences, mask, self.go_backwards, loop_dtype)
+        h0 (B', U), in the loop's ``dtype``."""
+        inputs, mask = time_major(sequences, mask, self.go_backwards, dtype)
         projected = tf.tensordot(inputs, tf.cast(self.cell.kernel, inputs.dtype), 1)
-        projected = tf.cast(projected, loop_dtype) + input_bias  # (T, B', 3U)
-        return projected, mask, tf.cast(h0, loop_dtype)
+        projected = tf.cast(projected, dtype) + input_bias  # (T, B', 3U)
+        return projected, mask, tf.cast(h0, dtype)

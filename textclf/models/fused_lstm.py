@@ -82,10 +82,26 @@ def scaled_lstm_recurrence(projected, recurrent_kernel, h0, c0, mask, training: 
     run = _recurrence if training else _forward_only
     flat = run(recurrent_kernel, *projected, *h0, *c0, *mask)
     states, h_last, c_last = (flat[k * slices:(k + 1) * slices] for k in range(3))
+    outputs, last_output = keras_outputs(states, h_last, mask)
+    return outputs, last_output, h_last, c_last
+
+
+def keras_outputs(states, h_last, mask):
+    """Per slice, the loop's states (T, B, U) and final h (B, U) -> the
+    outputs and last output Keras gives: zeros before a row's first real step
+    (a masked step repeats the previous output, which starts at zeros, not at
+    h0), and a zero last output for a row with no real step."""
     emitted = [tf.cast(tf.cumsum(m, axis=0) > 0, s.dtype) for m, s in zip(mask, states)]
     last_output = [h * tf.cast(tf.reduce_any(m > 0, axis=0), h.dtype)
                    for h, m in zip(h_last, mask)]
-    return [s * e for s, e in zip(states, emitted)], last_output, h_last, c_last
+    return [s * e for s, e in zip(states, emitted)], last_output
+
+
+def loop_dtype(compute_dtype):
+    """The recurrence's dtype: float32 under mixed precision (the matmuls over
+    all steps run in the 16-bit compute dtype, the loop keeps float32 states,
+    as cuDNN does), else the compute dtype itself."""
+    return tf.float32 if compute_dtype in (tf.bfloat16, tf.float16) else compute_dtype
 
 
 def lstm_step(z, c):
@@ -303,13 +319,11 @@ class FusedLSTM(keras.layers.LSTM):
             return super().inner_loop(sequences, initial_state, mask, training)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        # Under mixed precision the matmul over all steps runs in the compute
-        # dtype and the loop keeps float32 states, as cuDNN does.
-        loop_dtype = tf.float32 if sequences.dtype in (tf.bfloat16, tf.float16) else sequences.dtype
-        scale = gate_scale(self.units, loop_dtype)
-        recurrent_kernel = tf.cast(self.cell.recurrent_kernel, loop_dtype) * scale
+        dtype = loop_dtype(sequences.dtype)
+        scale = gate_scale(self.units, dtype)
+        recurrent_kernel = tf.cast(self.cell.recurrent_kernel, dtype) * scale
         # Cut before going time-major, where a row slice is contiguous.
-        pieces = [self._time_major_slice(*piece, loop_dtype, scale) for piece in
+        pieces = [self._time_major_slice(*piece, dtype, scale) for piece in
                   split_batch([sequences, mask, *initial_state], self.batch_groups)]
         projected, mask, h0, c0 = (list(part) for part in zip(*pieces))
         outputs, last_output, h, c = scaled_lstm_recurrence(
@@ -319,12 +333,12 @@ class FusedLSTM(keras.layers.LSTM):
                                       for part in (outputs, last_output, h, c))
         return last_output, outputs, [h, c]
 
-    def _time_major_slice(self, sequences, mask, h0, c0, loop_dtype, scale):
+    def _time_major_slice(self, sequences, mask, h0, c0, dtype, scale):
         """One row slice (B', T, D) -> the recurrence's inputs: gate-scaled
-        projections (T, B', 4U), mask (T, B', 1), h0 and c0 (B', U), in ``loop_dtype``."""
+        projections (T, B', 4U), mask (T, B', 1), h0 and c0 (B', U), in the loop's ``dtype``."""
         cell = self.cell
-        inputs, mask = time_major(sequences, mask, self.go_backwards, loop_dtype)
-        kernel = tf.cast(cell.kernel, loop_dtype) * scale
+        inputs, mask = time_major(sequences, mask, self.go_backwards, dtype)
+        kernel = tf.cast(cell.kernel, dtype) * scale
         projected = tf.tensordot(inputs, tf.cast(kernel, inputs.dtype), 1)  # (T, B', 4U)
-        projected = tf.cast(projected, loop_dtype) + tf.cast(cell.bias, loop_dtype) * scale
-        return projected, mask, tf.cast(h0, loop_dtype), tf.cast(c0, loop_dtype)
+        projected = tf.cast(projected, dtype) + tf.cast(cell.bias, dtype) * scale
+        return projected, mask, tf.cast(h0, dtype), tf.cast(c0, dtype)
