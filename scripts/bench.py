@@ -53,7 +53,7 @@ DATASETS = {
     "imdb": {"title": "IMDB", "cnn": "configs/imdb_cnn.yaml", "rnn": "configs/imdb_rnn.yaml",
              "needs": SHARED_DATA / "imdb"},
 }
-SKIPPABLE = ("peers", "process", "memory", "ablation", "reference", "lstm")
+SKIPPABLE = ("rows", "peers", "process", "memory", "ablation", "reference", "lstm")
 
 
 @dataclass
@@ -94,7 +94,9 @@ def parse_args(argv=None) -> tuple[Settings, Path | None]:
                              "removed at the end)")
     parser.add_argument("--datasets", help="comma list of: bbc, imdb (default: both; "
                                            "quick: bbc)")
-    parser.add_argument("--skip", default="", help=f"comma list of: {', '.join(SKIPPABLE)}")
+    parser.add_argument("--skip", default="",
+                        help=f"comma list of: {', '.join(SKIPPABLE)} (rows: every dataset's "
+                             "textclf, naive and peer rows, e.g. for an ablation-only run)")
     parser.add_argument("--epochs", type=int, help="BBC: max epochs for textclf and naive "
                                                    "(default: each recipe's own)")
     parser.add_argument("--imdb-epochs", type=int, help="IMDB epochs (default 2; quick 1)")
@@ -185,7 +187,7 @@ def machine_info(gpu: bool) -> dict:
         "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}),
         "memory_gb": _memory_gb(),
         "load_start": os.getloadavg(),
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")] if gpu else [],
+        "gpus": gpu_names(tf) if gpu else [],
         "versions": {"Python": platform.python_version(), "TensorFlow": tf.__version__,
                      "Keras": keras.__version__, "NumPy": np.__version__,
                      "scikit-learn": version("scikit-learn"),
@@ -193,6 +195,17 @@ def machine_info(gpu: bool) -> dict:
         "git": _git_commit(),
         "platform": platform.platform(),
     }
+
+
+def gpu_names(tf) -> list[str]:
+    """Each visible GPU as its card's name and compute capability."""
+    names = []
+    for device in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(device)
+        capability = ".".join(str(n) for n in details.get("compute_capability", ()))
+        names.append(f"{details.get('device_name', device.name)} (compute capability "
+                     f"{capability or 'unknown'})")
+    return names
 
 
 def _memory_gb() -> float | None:
@@ -217,7 +230,8 @@ def _git_commit() -> str:
 
 def peak_of(settings: Settings, dtype: str = "float32") -> dict:
     device = "/GPU:0" if settings.gpu and _has_gpu() else None
-    return matmul_peak(2048, settings.matmul_repeats, dtype, device)
+    # A 2048 product is too small to fill a GPU's matrix units.
+    return matmul_peak(8192 if device else 2048, settings.matmul_repeats, dtype, device)
 
 
 def _has_gpu() -> bool:
@@ -495,8 +509,9 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
 
     A lever the recipe uses is turned off (what it buys), one it leaves off
     is turned on (what it would buy): bucketing, MaxPooledConv1D (bias and
-    activation after the max), textclf's fused LSTM loop,
-    batch 32 <-> 64, bfloat16 mixed precision (and float16 on a GPU).
+    activation after the max), textclf's fused recurrent loop (CPU only: on a
+    GPU both settings run cuDNN's kernel), batch 32 <-> 64, and the mixed
+    precision policies (on a GPU float32, float16 and bfloat16 each).
     """
     from textclf.config import load_config
 
@@ -507,21 +522,21 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
         variants.append({"name": "bucketing off", "overrides": ["train.bucketing=false"]})
     if family == "cnn" and model.pool_in_conv:
         variants.append({"name": "Conv1D then pooling", "overrides": ["model.pool_in_conv=false"]})
-    if family == "rnn" and model.cell in ("lstm", "gru") and model.cpu_loop == "auto":
+    if (family == "rnn" and model.cell in ("lstm", "gru") and model.cpu_loop == "auto"
+            and not gpu):
         variants.append({"name": f"Keras {model.cell.upper()} loop",
                          "overrides": ["model.cpu_loop=keras"]})
     other_batch = 64 if train.batch_size != 64 else 32
     variants.append({"name": f"batch {other_batch}",
                      "overrides": [f"train.batch_size={other_batch}"]})
-    if train.mixed_precision == "none":
-        variants.append({"name": "mixed_bfloat16",
-                         "overrides": ["train.mixed_precision=mixed_bfloat16"]})
+    if gpu:  # "auto" is mixed_float16 on compute capability >= 7.0 (textclf.precision)
+        current = "mixed_float16" if train.mixed_precision == "auto" else train.mixed_precision
+        policies = [p for p in ("none", "mixed_float16", "mixed_bfloat16") if p != current]
     else:
-        variants.append({"name": "float32 (no mixed precision)",
-                         "overrides": ["train.mixed_precision=none"]})
-    if gpu:
-        variants.append({"name": "mixed_float16",
-                         "overrides": ["train.mixed_precision=mixed_float16"]})
+        policies = ["mixed_bfloat16" if train.mixed_precision == "none" else "none"]
+    for policy in policies:
+        variants.append({"name": "float32 (no mixed precision)" if policy == "none" else policy,
+                         "overrides": [f"train.mixed_precision={policy}"]})
     return variants
 
 
@@ -641,7 +656,7 @@ def rerender(json_path: Path, out: Path) -> int:
     results = [Result.from_dict(r) for r in report["results"]]
     report["targets"] = targets(results, report.get("process") or {},
                                 report.get("memory") or {}, report.get("reference") or {},
-                                report["peak_gflops"])
+                                report["peak_gflops"], report["machine"].get("gpus"))
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(render(report), encoding="utf-8")
     os.replace(tmp, out)
@@ -664,7 +679,8 @@ def run_all(settings: Settings) -> dict:
             say(f"{dataset}: skipped: {skipped[dataset]}")
             continue
         settings.data_overrides[dataset] = data_overrides(settings, dataset)
-        results.extend(bench_dataset(settings, dataset))
+        if "rows" not in settings.skip:
+            results.extend(bench_dataset(settings, dataset))
     process = process_checks(settings, results) if "process" not in settings.skip else {}
     memory = memory_check(settings, results) if "memory" not in settings.skip else {}
     ablations = ablation(settings) if "ablation" not in settings.skip else []
@@ -685,7 +701,7 @@ def run_all(settings: Settings) -> dict:
         "peak_gflops": peak, "results": [r.to_dict() for r in results], "skipped": skipped,
         "process": process, "memory": memory, "ablation": ablations,
         "reference": reference, "lstm_layer": lstm_layer,
-        "targets": targets(results, process, memory, reference, peak),
+        "targets": targets(results, process, memory, reference, peak, machine["gpus"]),
     }
 
 

@@ -415,6 +415,28 @@ def inference_flops(arch: Architecture, widths: np.ndarray, lengths: np.ndarray,
             "padded_share": 1.0 - useful / executed if executed else None}
 
 
+def recurrent_ops(model) -> list[str]:
+    """The op types that run a model's recurrence in one training step, forward
+    and backward: ``CudnnRNNV3`` and ``CudnnRNNBackpropV3`` where Keras chose
+    cuDNN's fused kernel (a GPU), ``While`` for a loop over the time steps
+    (Keras' generic loop and textclf's fused CPU loops). Empty for a model
+    without a recurrence. Traced, not run: ``model``'s first input gives the
+    signature (token ids)."""
+    import tensorflow as tf
+
+    signature = tf.TensorSpec(model.inputs[0].shape, model.inputs[0].dtype)
+
+    @tf.function(input_signature=[signature])
+    def training_step(ids):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.cast(model(ids, training=True), tf.float32))
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = training_step.get_concrete_function().graph
+    types = {op.type for op in graph.get_operations()}
+    return sorted(t for t in types if "Cudnn" in t or t in ("While", "StatelessWhile"))
+
+
 # --------------------------------------------------------------------------
 # The matmul peak.
 # --------------------------------------------------------------------------

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 from bench_common import (Architecture, cycled, epoch_work, inference_flops,  # noqa: E402
-                          load_recipe_splits, make_epoch_clock, scores, steady_state,
-                          worker_main)
+                          load_recipe_splits, make_epoch_clock, recurrent_ops, scores,
+                          steady_state, worker_main)
 
 SEQUENCE_LENGTH = 400
 VOCABULARY = 20_000
@@ -160,7 +160,8 @@ def train(spec: dict) -> dict:
         "extra": {"model_path": str(model_path), "vectorize_seconds": vectorize_seconds,
                   "epoch_times": [{k: e[k] for k in ("train", "total", "first_batch_wait")}
                                   for e in clock.epochs],
-                  "max_epochs": spec["epochs"], "patience": spec["patience"]},
+                  "max_epochs": spec["epochs"], "patience": spec["patience"],
+                  "recurrent_ops": recurrent_ops(model) if spec["family"] == "rnn" else []},
     }
 
 

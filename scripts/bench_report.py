@@ -159,6 +159,7 @@ def dataset_section(report, dataset: str, results: list[Result], peak) -> list[s
             _mb(r.model_bytes)])
     out += _table(header, rows)
     out += ratio_lines(results)
+    out += kernel_lines(results)
     extra = [(r.contender, k, v) for r in results if not r.error
              for k, v in r.predict_extra.items()]
     if extra:
@@ -195,6 +196,18 @@ def ratio_lines(results: list[Result]) -> list[str]:
             + f"; time per epoch outside the training batches (validation, callbacks, "
               f"checkpoint): {_overhead(tool)} s vs {_overhead(naive)} s; waiting for an "
               f"epoch's first batch: {_first_batch_waits(tool)} vs {_first_batch_waits(naive)}.")
+    return lines + [""] if lines else []
+
+
+def kernel_lines(results: list[Result]) -> list[str]:
+    """Which op ran each recurrent row's recurrence in a training step
+    (bench_common.recurrent_ops): cuDNN's fused kernel or a step loop."""
+    lines = [f"- {r.contender}: the recurrence ran as "
+             + ", ".join(f"`{op}`" for op in r.extra["recurrent_ops"])
+             + (" (cuDNN's fused kernel, forward and backward)"
+                if any("Cudnn" in op for op in r.extra["recurrent_ops"])
+                else " (a loop over the time steps)") + "."
+             for r in results if r.extra.get("recurrent_ops")]
     return lines + [""] if lines else []
 
 

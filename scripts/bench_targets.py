@@ -29,8 +29,9 @@ def time_to_naive(result: Result, naive: Result | None) -> float | None:
 
 
 def targets(results: list[Result], process: dict, memory: dict, reference: dict,
-            peak_gflops: float | None) -> list[dict]:
-    """The issue's targets, each with its measured ratio and whether it is met."""
+            peak_gflops: float | None, gpus: list[str] | None = None) -> list[dict]:
+    """The issue's targets, each with its measured ratio and whether it is met;
+    ``gpus``: the cards a ``--gpu`` run used (none: target 7 is not measured)."""
     rows = []
 
     def row(number, target, measured, met):
@@ -99,7 +100,7 @@ def targets(results: list[Result], process: dict, memory: dict, reference: dict,
             f"GFLOP/s); useful {flops['useful_gflop_per_s'] / peak_gflops:.0%}", share >= 0.5)
     else:
         row("6", "LSTM training at >= 50% of the float32 matmul peak", "not measured", None)
-    row("7", "the same benchmark in GPU mode", "not run here (`--gpu` on a GPU machine)", None)
+    row("7", "the same benchmark in GPU mode", *gpu_mode(rnn, gpus))
 
     ratios = (reference or {}).get("ratios") or {}
     if ratios:
@@ -110,6 +111,19 @@ def targets(results: list[Result], process: dict, memory: dict, reference: dict,
         row("-", "NumPy LSTM forward+backward within 3x of tf.GradientTape",
             (reference or {}).get("error", "not measured"), None)
     return rows
+
+
+def gpu_mode(rnn: Result | None, gpus: list[str] | None) -> tuple[str, bool | None]:
+    """Target 7: on a GPU, did textclf's recurrent recipe train through cuDNN's
+    kernel (bench_common.recurrent_ops), and with which precision?"""
+    if not gpus:
+        return "not run here (`--gpu` on a GPU machine)", None
+    ops = (rnn.extra.get("recurrent_ops") or []) if rnn else []
+    if not ops:
+        return f"{'; '.join(gpus)}: the recurrent recipe's kernel was not measured", None
+    measured = (f"{'; '.join(gpus)}: textclf's recurrence ran as {', '.join(ops)}, mixed "
+                f"precision {rnn.extra.get('mixed_precision')}")
+    return measured, any("Cudnn" in op for op in ops)
 
 
 def counterpart(results: list[Result], result: Result) -> Result | None:

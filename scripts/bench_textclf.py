@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 from bench_common import (Architecture, cycled, dir_size, epoch_work,  # noqa: E402
-                          inference_flops, make_epoch_clock, read_json, steady_state,
-                          worker_main)
+                          inference_flops, make_epoch_clock, read_json, recurrent_ops,
+                          steady_state, worker_main)
 
 
 def train_with_clock(recipe: str, overrides: list[str], output: Path,
@@ -127,6 +127,7 @@ def run_recipe(spec: dict) -> dict:
     """Train one shipped recipe, then measure bulk prediction on its run directory."""
     from textclf.artifact import open_run
     from textclf.inference import predictor
+    from textclf.reference.export import nested_classifier
 
     output = Path(spec["workdir"]) / "runs" / spec["name"]
     run_dir, captured = train_with_clock(spec["recipe"], spec["overrides"], output, True)
@@ -166,7 +167,9 @@ def run_recipe(spec: dict) -> dict:
                   "max_epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
                   "bucketing": cfg.train.bucketing,
                   "mixed_precision": read_json(run_dir / "run.json").get(
-                      "mixed_precision", cfg.train.mixed_precision)},
+                      "mixed_precision", cfg.train.mixed_precision),
+                  "recurrent_ops": (recurrent_ops(nested_classifier(run.model))
+                                    if spec["family"] == "rnn" else [])},
     }
 
 

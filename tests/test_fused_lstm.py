@@ -111,6 +111,41 @@ def test_falls_back_to_keras_where_the_fused_loop_does_not_apply(tf):
             np.testing.assert_allclose(a, e, atol=1e-12)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_the_keras_path_never_sees_an_empty_row(tf, cell, go_backwards):
+    """Where the fused loop does not apply (a GPU among others) the layers run
+    Keras' loop, whose cuDNN kernel asserts that every row has a real step; an
+    empty document must not fail there. keras_loop_with_empty_rows hands the
+    loop no empty row and gives those rows what Keras' generic loop gives them."""
+    import keras
+
+    from textclf.models.fused_gru import FusedGRU
+    from textclf.models.fused_lstm import FusedLSTM, keras_loop_with_empty_rows
+
+    classes = {"lstm": (keras.layers.LSTM, FusedLSTM), "gru": (keras.layers.GRU, FusedGRU)}
+    stock, _ = twin_recurrent_layers(*classes[cell], go_backwards=go_backwards)
+    x, h0, c0 = (tf.constant(a) for a in random_inputs(2))
+    initial = [h0, c0] if cell == "lstm" else [h0]
+    mask = tf.constant(MASKS["holes"])
+    assert not MASKS["holes"][1].any()  # row 1 is an empty document
+    handed = []
+
+    def cudnn_like_loop(sequences, initial_state, loop_mask, training):
+        handed.append(loop_mask)
+        return stock.inner_loop(sequences, initial_state, loop_mask, training)
+
+    got = keras_loop_with_empty_rows(cudnn_like_loop, x, initial, mask, False)
+    expected = stock.inner_loop(x, initial, mask, False)  # the generic loop on a CPU
+    assert len(handed) == 1 and bool(tf.reduce_all(tf.reduce_any(handed[0], axis=1)))
+    np.testing.assert_array_equal(handed[0][0], MASKS["holes"][0])  # other rows untouched
+    for a, e in zip([got[0], got[1], *got[2]], [expected[0], expected[1], *expected[2]]):
+        assert_close(a, e, f"{cell} go_backwards={go_backwards}")
+    assert not np.any(np.asarray(got[1])[1]) and not np.any(np.asarray(got[0])[1])
+    for state, start in zip(got[2], initial):
+        np.testing.assert_array_equal(state[1], start[1])
+
+
 def test_mixed_precision_keeps_float32_states(tf):
     """bfloat16 projection, float32 loop: close to the float32 layer, not equal."""
     import keras

@@ -29,8 +29,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from .fused_lstm import (FusedLSTM, fused_path_applies, keep_mask, keras_outputs, loop_dtype,
-                         split_batch, time_major, unflatten)
+from .fused_lstm import (FusedLSTM, fused_path_applies, keep_mask, keras_loop_with_empty_rows,
+                         keras_outputs, loop_dtype, split_batch, time_major, unflatten)
 
 
 def gru_recurrence(projected, recurrent_kernel, recurrent_bias, h0, mask, training: bool = True):
@@ -204,7 +204,8 @@ class FusedGRU(keras.layers.GRU):
     def inner_loop(self, sequences, initial_state, mask, training=False):
         """(B, T, D) -> (last output (B, U), outputs (B, T, U), [h_T]), as Keras."""
         if not fused_path_applies(self, training):
-            return super().inner_loop(sequences, initial_state, mask, training)
+            return keras_loop_with_empty_rows(super().inner_loop, sequences, initial_state,
+                                              mask, training)
         if isinstance(initial_state, (list, tuple)):
             initial_state = initial_state[0]
         if isinstance(mask, (list, tuple)):

@@ -278,6 +278,33 @@ def fused_path_applies(layer: keras.layers.RNN, training: bool) -> bool:
             and not layer.unroll)
 
 
+def keras_loop_with_empty_rows(inner_loop, sequences, initial_state, mask, training):
+    """Keras' own loop (cuDNN's kernel on a GPU) for a batch that may hold rows
+    with no real step: empty documents.
+
+    cuDNN takes a sequence length per row and Keras asserts at run time that
+    none is 0 ("... while using cuDNN, which is not supported"), so a batch
+    with one empty text would fail on a GPU. Such a row is given its first
+    step as real, then its results are set to what Keras' generic loop gives
+    it: zero outputs, a zero last output and the initial state. Other rows
+    are untouched, and without a mask nothing changes.
+    """
+    if isinstance(mask, (list, tuple)):
+        mask = mask[0]
+    if mask is None:
+        return inner_loop(sequences, initial_state, mask, training)
+    mask = tf.cast(mask, tf.bool)  # (B, T)
+    empty = tf.logical_not(tf.reduce_any(mask, axis=1))  # (B,)
+    first_step = tf.equal(tf.range(tf.shape(mask)[1]), 0)  # (T,)
+    mask = tf.logical_or(mask, tf.logical_and(empty[:, None], first_step[None, :]))
+    last_output, outputs, states = inner_loop(sequences, initial_state, mask, training)
+    kept = tf.cast(tf.logical_not(empty), outputs.dtype)
+    initial = initial_state if isinstance(initial_state, (list, tuple)) else [initial_state]
+    states = [tf.where(empty[:, None], tf.cast(s0, s.dtype), s)
+              for s, s0 in zip(states, initial)]
+    return last_output * kept[:, None], outputs * kept[:, None, None], states
+
+
 def time_major(sequences, mask, go_backwards: bool, mask_dtype):
     """(B, T, D) inputs and (B, T) bool mask or None -> time-major (T, B, D)
     inputs and (T, B, 1) mask in ``mask_dtype`` (ones for None), both in
@@ -316,7 +343,8 @@ class FusedLSTM(keras.layers.LSTM):
     def inner_loop(self, sequences, initial_state, mask, training=False):
         """(B, T, D) -> (last output (B, U), outputs (B, T, U), [h_T, c_T]), as Keras."""
         if not fused_path_applies(self, training):
-            return super().inner_loop(sequences, initial_state, mask, training)
+            return keras_loop_with_empty_rows(super().inner_loop, sequences, initial_state,
+                                              mask, training)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         dtype = loop_dtype(sequences.dtype)
