@@ -135,14 +135,24 @@ def test_the_keras_path_never_sees_an_empty_row(tf, cell, go_backwards):
         handed.append(loop_mask)
         return stock.inner_loop(sequences, initial_state, loop_mask, training)
 
-    got = keras_loop_with_empty_rows(cudnn_like_loop, x, initial, mask, False)
-    expected = stock.inner_loop(x, initial, mask, False)  # the generic loop on a CPU
+    def results_and_gradients(loop):
+        with tf.GradientTape() as tape:
+            tape.watch([x, *initial])
+            last, seq, states = loop(x, initial, mask, False)
+            loss = (tf.reduce_sum(tf.sin(seq)) + tf.reduce_sum(last * last)
+                    + sum(tf.reduce_sum(tf.cos(state)) for state in states))
+        return [last, seq, *states], tape.gradient(loss, [x, *initial,
+                                                          *stock.trainable_weights])
+
+    got, got_grads = results_and_gradients(
+        lambda *args: keras_loop_with_empty_rows(cudnn_like_loop, *args))
+    expected, expected_grads = results_and_gradients(stock.inner_loop)  # the generic loop
     assert len(handed) == 1 and bool(tf.reduce_all(tf.reduce_any(handed[0], axis=1)))
     np.testing.assert_array_equal(handed[0][0], MASKS["holes"][0])  # other rows untouched
-    for a, e in zip([got[0], got[1], *got[2]], [expected[0], expected[1], *expected[2]]):
+    for a, e in zip(got + got_grads, expected + expected_grads):
         assert_close(a, e, f"{cell} go_backwards={go_backwards}")
     assert not np.any(np.asarray(got[1])[1]) and not np.any(np.asarray(got[0])[1])
-    for state, start in zip(got[2], initial):
+    for state, start in zip(got[2:], initial):
         np.testing.assert_array_equal(state[1], start[1])
 
 
