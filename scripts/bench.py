@@ -288,9 +288,11 @@ def write_subset(texts: list[str], labels: list[str], n: int, path: Path) -> Non
 # --------------------------------------------------------------------------
 
 
-def run_worker(settings: Settings, script: str, task: str, spec: dict) -> dict:
-    """Run ``scripts/SCRIPT TASK`` in a fresh process; its result dict, with the
-    process's peak RSS, or an ``error`` entry with the log's tail."""
+def run_worker(settings: Settings, script: str, task: str, spec: dict,
+               env: dict | None = None) -> dict:
+    """Run ``scripts/SCRIPT TASK`` in a fresh process (``env``: variables to set
+    there); its result dict, with the process's peak RSS, or an ``error`` entry
+    with the log's tail."""
     name = spec["name"]
     spec = {**spec, "workdir": str(settings.workdir)}
     spec_path = settings.workdir / "specs" / f"{name}.json"
@@ -301,7 +303,7 @@ def run_worker(settings: Settings, script: str, task: str, spec: dict) -> dict:
     write_json(spec_path, spec)
     say(f"{name}: {script} {task} (log: {log})")
     done = run_process([sys.executable, str(SCRIPTS / script), task, "--spec", str(spec_path),
-                        "--out", str(out_path)], log, child_env(settings.gpu))
+                        "--out", str(out_path)], log, child_env(settings.gpu, env))
     if done.returncode != 0 or not out_path.exists():
         tail = done.tail(6).replace("\n", " | ")
         say(f"{name}: FAILED (exit {done.returncode}): {tail[-400:]}")
@@ -510,8 +512,10 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     A lever the recipe uses is turned off (what it buys), one it leaves off
     is turned on (what it would buy): bucketing, MaxPooledConv1D (bias and
     activation after the max), textclf's fused recurrent loop (CPU only: on a
-    GPU both settings run cuDNN's kernel), batch 32 <-> 64, and the mixed
-    precision policies (on a GPU float32, float16 and bfloat16 each).
+    GPU both settings run cuDNN's kernel), batch 32 <-> 64, the mixed
+    precision policies (on a GPU float32, float16 and bfloat16 each), and on
+    a GPU the TextCNN without cuDNN's per-shape algorithm search (a variant's
+    ``env`` is set in its process).
     """
     from textclf.config import load_config
 
@@ -537,6 +541,11 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     for policy in policies:
         variants.append({"name": "float32 (no mixed precision)" if policy == "none" else policy,
                          "overrides": [f"train.mixed_precision={policy}"]})
+    if gpu and family == "cnn":
+        # TensorFlow times every cuDNN convolution algorithm for each new input
+        # shape, and bucketed batches bring a new width almost every batch.
+        variants.append({"name": "cuDNN autotuning off", "overrides": [],
+                         "env": {"TF_CUDNN_USE_AUTOTUNE": "0"}})
     return variants
 
 
@@ -557,9 +566,11 @@ def ablation(settings: Settings) -> list[dict]:
             spec = {"name": f"ablation_bbc_{family}_{index}", "recipe": str(recipe),
                     "overrides": settings.data_overrides["bbc"] + ["train.verbose=epoch"],
                     "epochs": settings.ablation_epochs, "variants": [variant]}
-            raw = run_worker(settings, "bench_textclf.py", "ablation", spec)
+            raw = run_worker(settings, "bench_textclf.py", "ablation", spec,
+                             variant.get("env"))
             rows += raw.get("variants") or [{"name": variant["name"],
                                             "overrides": variant["overrides"],
+                                            "env": variant.get("env") or {},
                                             "error": raw.get("error", "no result")}]
         out.append({"name": f"ablation_bbc_{family}", "recipe": str(recipe), "family": family,
                     "epochs": settings.ablation_epochs, "variants": rows})

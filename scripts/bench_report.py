@@ -308,7 +308,9 @@ def ablation_section(ablations: list[dict], results: list[Result], peak, peaks) 
 
 
 def _overrides(variant: dict) -> str:
-    return ", ".join(f"`{o}`" for o in variant["overrides"]) or "(recipe as shipped)"
+    changes = [*variant["overrides"], *(f"{k}={v} (environment)"
+                                        for k, v in (variant.get("env") or {}).items())]
+    return ", ".join(f"`{c}`" for c in changes) or "(recipe as shipped)"
 
 
 def what_bought_what(variants: list[dict], base: dict | None, naive: Result | None,

@@ -233,6 +233,7 @@ def ablation(spec: dict) -> dict:
             run_dir, captured = train_with_clock(spec["recipe"], overrides, output, False)
         except Exception as exc:  # one failing lever must not sink the others
             rows.append({"name": variant["name"], "overrides": variant["overrides"],
+                         "env": variant.get("env") or {},
                          "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             continue
         finally:
@@ -241,6 +242,7 @@ def ablation(spec: dict) -> dict:
         cfg, data, clock = captured["cfg"], captured["data"], captured["clock"]
         steady = steady_state(clock.epochs, training_work(cfg, data, len(clock.epochs)))
         rows.append({"name": variant["name"], "overrides": variant["overrides"],
+                     "env": variant.get("env") or {},
                      "epoch_train_seconds": [e["train"] for e in clock.epochs], **steady})
         shutil.rmtree(run_dir, ignore_errors=True)
     return {"name": spec["name"], "recipe": spec["recipe"], "epochs": spec["epochs"],
