@@ -437,6 +437,11 @@ def recurrent_ops(model) -> list[str]:
     return sorted(t for t in types if "Cudnn" in t or t in ("While", "StatelessWhile"))
 
 
+def ran_cudnn(ops: list[str]) -> bool:
+    """Whether :func:`recurrent_ops` found cuDNN's kernel among the ops."""
+    return any("Cudnn" in op for op in ops)
+
+
 # --------------------------------------------------------------------------
 # The matmul peak.
 # --------------------------------------------------------------------------

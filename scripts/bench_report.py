@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import Result, find  # noqa: E402
+from bench_common import Result, find, ran_cudnn  # noqa: E402
 
 DASH = "–"
 
@@ -205,7 +205,7 @@ def kernel_lines(results: list[Result]) -> list[str]:
     lines = [f"- {r.contender}: the recurrence ran as "
              + ", ".join(f"`{op}`" for op in r.extra["recurrent_ops"])
              + (" (cuDNN's fused kernel, forward and backward)"
-                if any("Cudnn" in op for op in r.extra["recurrent_ops"])
+                if ran_cudnn(r.extra["recurrent_ops"])
                 else " (a loop over the time steps)") + "."
              for r in results if r.extra.get("recurrent_ops")]
     return lines + [""] if lines else []

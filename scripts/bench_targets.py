@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import Result, find, first_time_reaching  # noqa: E402
+from bench_common import Result, find, first_time_reaching, ran_cudnn  # noqa: E402
 from bench_report import fastest_epoch_ex_per_s  # noqa: E402
 
 
@@ -123,7 +123,7 @@ def gpu_mode(rnn: Result | None, gpus: list[str] | None) -> tuple[str, bool | No
         return f"{'; '.join(gpus)}: the recurrent recipe's kernel was not measured", None
     measured = (f"{'; '.join(gpus)}: textclf's recurrence ran as {', '.join(ops)}, mixed "
                 f"precision {rnn.extra.get('mixed_precision')}")
-    return measured, any("Cudnn" in op for op in ops)
+    return measured, ran_cudnn(ops)
 
 
 def counterpart(results: list[Result], result: Result) -> Result | None:

@@ -28,7 +28,8 @@ and repeats the previous output), so outputs and gradients equal the stock
 layer's to float rounding; ``tests/test_fused_lstm.py`` checks both against
 Keras and against the NumPy reference. On a GPU, or with options the fused
 loop does not cover (recurrent dropout, other activations, unrolling), the
-layer defers to Keras, which keeps the cuDNN kernel.
+layer defers to Keras, which keeps the cuDNN kernel; empty rows, which
+Keras' cuDNN path refuses, go through :func:`keras_loop_with_empty_rows`.
 """
 
 from __future__ import annotations
