@@ -331,6 +331,25 @@ def first_time_reaching(curve: list, target: float) -> float | None:
     return None
 
 
+def waits_before_reaching(result: Result, target: float) -> float:
+    """Seconds that ``result``'s epochs 2 onward waited for their first batch, up to
+    and including the epoch whose end first reached ``target`` (all epochs if none
+    did). ``curve`` and ``extra["epoch_times"]`` have one entry per epoch.
+
+    Keras' own array pipeline (the naive models) sometimes starts an epoch seconds
+    late (tf.data's autotune thread, see README: Performance); taking these waits
+    off its time to an accuracy gives what an undisturbed run would have taken.
+    """
+    waits = [e.get("first_batch_wait") or 0.0 for e in result.extra.get("epoch_times") or []]
+    waited = 0.0
+    for epoch, (_, accuracy) in enumerate(result.curve):
+        if 0 < epoch < len(waits):
+            waited += waits[epoch]
+        if accuracy >= target - 1e-9:
+            break
+    return waited
+
+
 # --------------------------------------------------------------------------
 # FLOP counts.
 # --------------------------------------------------------------------------

@@ -12,10 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import Result, find, first_time_reaching, ran_cudnn  # noqa: E402
+from bench_common import (Result, find, first_time_reaching, ran_cudnn,  # noqa: E402
+                          waits_before_reaching)
 from bench_report import fastest_epoch_ex_per_s  # noqa: E402
-
-
 
 
 def time_to_naive(result: Result, naive: Result | None) -> float | None:
@@ -62,11 +61,16 @@ def targets(results: list[Result], process: dict, memory: dict, reference: dict,
             row("2", f"{name} time to naive accuracy <= 1/3 of naive's",
                 f"naive accuracy {naive.test_accuracy:.2%} not reached by textclf", False)
         else:
+            # As for target 1, met only if it holds without the naive model's
+            # late-starting epochs too (they come and go between runs).
+            waited = waits_before_reaching(naive, naive.test_accuracy)
+            undisturbed = ours / (theirs - waited)
             row("2", f"{name} time to naive accuracy <= 1/3 of naive's",
                 f"{ours / theirs:.2f} ({ours:.1f} s vs {theirs:.1f} s to "
-                f"{naive.test_accuracy:.2%}; vs naive's whole fit of "
-                f"{naive.train_seconds:.1f} s: {ours / naive.train_seconds:.2f})",
-                ours / theirs <= 1 / 3)
+                f"{naive.test_accuracy:.2%}); {undisturbed:.2f} without the naive model's "
+                f"{waited:.1f} s of waits for first batches; vs naive's whole fit of "
+                f"{naive.train_seconds:.1f} s: {ours / naive.train_seconds:.2f}",
+                ours / theirs <= 1 / 3 and undisturbed <= 1 / 3)
         ratio = tool.predict_docs_per_s / naive.predict_docs_per_s
         row("3", f"{name} bulk prediction >= 1.5x naive",
             f"{ratio:.2f}x ({tool.predict_docs_per_s:,.0f} vs {naive.predict_docs_per_s:,.0f} "
