@@ -181,7 +181,7 @@ def ratio_lines(results: list[Result]) -> list[str]:
         if not tool or not naive or not naive.steady_ex_per_s:
             continue
         ttn, ttn_naive = tool.extra.get("time_to_naive_s"), naive.extra.get("time_to_naive_s")
-        waited = waits_before_reaching(naive, naive.test_accuracy)
+        waited = waits_before_reaching(naive, naive.test_accuracy) if ttn_naive else 0.0
         fast_tool, fast_naive = fastest_epoch_ex_per_s(tool), fastest_epoch_ex_per_s(naive)
         lines.append(
             f"- {name}: textclf trains at {tool.steady_ex_per_s / naive.steady_ex_per_s:.2f}x "
