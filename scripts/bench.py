@@ -79,6 +79,8 @@ class Settings:
     data_overrides: dict = field(default_factory=dict)  # dataset -> --set pointing at a subset
     command: str = ""
     from_json: Path | None = None  # re-render this run's raw numbers, measure nothing
+    stop_after: float | None = None  # seconds: start no worker past this, still write the report
+    started: float = field(default_factory=time.perf_counter)
 
 
 def parse_args(argv=None) -> tuple[Settings, Path | None]:
@@ -108,6 +110,10 @@ def parse_args(argv=None) -> tuple[Settings, Path | None]:
                                                "memory check (default 10000,1000000)")
     parser.add_argument("--ablation-epochs", type=int, help="epochs per ablation variant (3)")
     parser.add_argument("--repeats", type=int, help="whole-process timings: runs each (3)")
+    parser.add_argument("--stop-after", type=float, metavar="MINUTES",
+                        help="start no new training or prediction worker after this many "
+                             "minutes; the rest is reported as not run (a leased machine's "
+                             "time limit)")
     parser.add_argument("--gpu", action="store_true",
                         help="leave GPUs visible (default: CUDA_VISIBLE_DEVICES='' everywhere)")
     parser.add_argument("--from-json", type=Path,
@@ -150,6 +156,7 @@ def parse_args(argv=None) -> tuple[Settings, Path | None]:
         command=" ".join(["python", "scripts/bench.py", *(argv if argv is not None
                                                            else sys.argv[1:])]),
         from_json=args.from_json,
+        stop_after=None if args.stop_after is None else args.stop_after * 60,
     ), args.json
 
 
@@ -301,6 +308,11 @@ def run_worker(settings: Settings, script: str, task: str, spec: dict,
     for folder in (spec_path.parent, out_path.parent, log.parent):
         folder.mkdir(parents=True, exist_ok=True)
     write_json(spec_path, spec)
+    elapsed = time.perf_counter() - settings.started
+    if settings.stop_after is not None and elapsed > settings.stop_after:
+        say(f"{name}: not run: --stop-after {settings.stop_after / 60:g} min has passed")
+        return {"error": f"not run: past --stop-after ({settings.stop_after / 60:g} min)",
+                "worker_seconds": 0.0}
     say(f"{name}: {script} {task} (log: {log})")
     done = run_process([sys.executable, str(SCRIPTS / script), task, "--spec", str(spec_path),
                         "--out", str(out_path)], log, child_env(settings.gpu, env))
@@ -514,8 +526,9 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     activation after the max), textclf's fused recurrent loop (CPU only: on a
     GPU both settings run cuDNN's kernel), batch 32 <-> 64, the mixed
     precision policies (on a GPU float32, float16 and bfloat16 each), and on
-    a GPU the TextCNN without cuDNN's per-shape algorithm search (a variant's
-    ``env`` is set in its process).
+    a GPU the TextCNN's shape levers first (widths not rounded, XLA on,
+    cuDNN's per-shape algorithm search off; a variant's ``env`` is set in its
+    process).
     """
     from textclf.config import load_config
 
@@ -533,19 +546,28 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     other_batch = 64 if train.batch_size != 64 else 32
     variants.append({"name": f"batch {other_batch}",
                      "overrides": [f"train.batch_size={other_batch}"]})
-    if gpu:  # "auto" is mixed_float16 on compute capability >= 7.0 (textclf.precision)
-        current = "mixed_float16" if train.mixed_precision == "auto" else train.mixed_precision
+    if gpu:  # every policy the recipe does not already resolve to on this card
+        from textclf.precision import resolve_mixed_precision
+
+        current = resolve_mixed_precision(train.mixed_precision)[0]
         policies = [p for p in ("none", "mixed_float16", "mixed_bfloat16") if p != current]
     else:
         policies = ["mixed_bfloat16" if train.mixed_precision == "none" else "none"]
     for policy in policies:
         variants.append({"name": "float32 (no mixed precision)" if policy == "none" else policy,
                          "overrides": [f"train.mixed_precision={policy}"]})
-    if gpu and family == "cnn":
+    if gpu and family == "cnn" and train.bucketing:
         # TensorFlow times every cuDNN convolution algorithm for each new input
-        # shape, and bucketed batches bring a new width almost every batch.
-        variants.append({"name": "cuDNN autotuning off", "overrides": [],
-                         "env": {"TF_CUDNN_USE_AUTOTUNE": "0"}})
+        # shape (and XLA compiles once per shape); textclf.compilation's GPU
+        # defaults bound the shapes and keep XLA off. Each flipped alone:
+        variants[1:1] = [
+            {"name": "widths not rounded to 64", "overrides": ["train.pad_to_multiple_of=1"]},
+            {"name": "XLA on", "overrides": ["train.jit_compile=true"]},
+            # Fewer shapes, fewer compiles: at most 4 widths for max_length 1,000.
+            {"name": "XLA on, widths rounded to 256",
+             "overrides": ["train.jit_compile=true", "train.pad_to_multiple_of=256"]},
+            {"name": "cuDNN autotuning off", "overrides": [],
+             "env": {"TF_CUDNN_USE_AUTOTUNE": "0"}}]
     return variants
 
 

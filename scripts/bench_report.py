@@ -100,7 +100,9 @@ def header(report, settings, machine, peaks) -> list[str]:
            "with an idle machine's.**" if load[0] and load[0][0] > 0.5 * machine["usable_cores"]
            else ""),
         f"- Software: {versions}; {machine['platform']}; textclf commit {machine['git']}.",
-        f"- float32 matmul peak (2048 x 2048, best of {peaks['start']['repeats']}): "
+        f"- float32 matmul peak ({_size(peaks['start'])}, best of {peaks['start']['repeats']}"
+        + ("; TF32, TensorFlow's default for float32 on a GPU" if machine.get("gpus") else "")
+        + "): "
         f"TensorFlow {peaks['start']['tf_gflop_per_s']:,.1f} GFLOP/s at the start, "
         f"{peaks['end']['tf_gflop_per_s']:,.1f} at the end; NumPy "
         f"{peaks['start'].get('numpy_gflop_per_s', 0):,.1f}."
@@ -110,6 +112,11 @@ def header(report, settings, machine, peaks) -> list[str]:
         "",
     ]
     return lines
+
+
+def _size(peak: dict) -> str:
+    size = peak.get("size", 2048)  # runs before the size was recorded used 2048
+    return f"{size} x {size}"
 
 
 def _load(values) -> str:
@@ -433,8 +440,9 @@ def notes_section(report: dict) -> list[str]:
             "forward. *Executed* uses each batch's padded width (from textclf's own batch "
             "plan for each epoch; 400 for the naive models), *useful* the real token counts. "
             "Prediction GFLOP/s include tokenisation time in the denominator.",
-            "- **Matmul peak**: best of several float32 2048 x 2048 `tf.linalg.matmul` "
-            "(inside a `tf.function`) in the benchmark's own process at the start and the "
+            "- **Matmul peak**: best of several float32 `tf.linalg.matmul` (2048 x 2048 "
+            "on a CPU, 8192 x 8192 on a GPU, where TensorFlow runs float32 as TF32) "
+            "inside a `tf.function`, in the benchmark's own process at the start and the "
             "end; the larger is used.",
             "- **Peak RSS**: `ru_maxrss` of each fresh child process, read by a small "
             "wrapper process it is forked from (`getrusage(RUSAGE_CHILDREN)`; forked "

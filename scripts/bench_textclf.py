@@ -73,8 +73,9 @@ def train_with_clock(recipe: str, overrides: list[str], output: Path,
     return Path(run_dir), captured
 
 
-def training_work(cfg, data, n_epochs: int) -> list:
-    """Per epoch, the batches the run trained on (textclf's own plan) as EpochWork."""
+def training_work(cfg, data, n_epochs: int, pad_multiple: int = 1) -> list:
+    """Per epoch, the batches the run trained on (textclf's own plan) as EpochWork;
+    ``pad_multiple``: the run's resolved ``train.pad_to_multiple_of`` (run.json)."""
     from textclf.batching import BatchSequence
 
     sequences = data.sequences["train"]
@@ -89,6 +90,8 @@ def training_work(cfg, data, n_epochs: int) -> list:
     for epoch in range(n_epochs):
         plan = batches.plan(epoch)
         widths = [max(fixed or batches.min_length, int(lengths[rows].max())) for rows in plan]
+        if not fixed:
+            widths = [-(-w // pad_multiple) * pad_multiple for w in widths]
         work.append(epoch_work(arch, plan, lengths, widths))
     return work
 
@@ -135,7 +138,9 @@ def run_recipe(spec: dict) -> dict:
     metrics = read_json(run_dir / "metrics.json")["test"]
     n_classes = len(data.labels)
     arch = Architecture.from_model_config(cfg.model, n_classes)
-    steady = steady_state(clock.epochs, training_work(cfg, data, len(clock.epochs)))
+    run_info = read_json(run_dir / "run.json")
+    steady = steady_state(clock.epochs, training_work(cfg, data, len(clock.epochs),
+                                                      run_info.get("pad_to_multiple_of", 1)))
 
     run = open_run(run_dir)
     docs = cycled(data_texts(cfg, "test"), spec["predict_docs"])
@@ -166,8 +171,9 @@ def run_recipe(spec: dict) -> dict:
                                   for e in clock.epochs],
                   "max_epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
                   "bucketing": cfg.train.bucketing,
-                  "mixed_precision": read_json(run_dir / "run.json").get(
-                      "mixed_precision", cfg.train.mixed_precision),
+                  "mixed_precision": run_info.get("mixed_precision", cfg.train.mixed_precision),
+                  "pad_to_multiple_of": run_info.get("pad_to_multiple_of", 1),
+                  "jit_compile": run_info.get("jit_compile"),
                   "recurrent_ops": (recurrent_ops(nested_classifier(run.model))
                                     if spec["family"] == "rnn" else [])},
     }
@@ -240,9 +246,13 @@ def ablation(spec: dict) -> dict:
             keras.mixed_precision.set_dtype_policy("float32")
             keras.backend.clear_session()
         cfg, data, clock = captured["cfg"], captured["data"], captured["clock"]
-        steady = steady_state(clock.epochs, training_work(cfg, data, len(clock.epochs)))
+        run_info = read_json(run_dir / "run.json")
+        steady = steady_state(clock.epochs, training_work(cfg, data, len(clock.epochs),
+                                                          run_info.get("pad_to_multiple_of", 1)))
         rows.append({"name": variant["name"], "overrides": variant["overrides"],
                      "env": variant.get("env") or {},
+                     "pad_to_multiple_of": run_info.get("pad_to_multiple_of", 1),
+                     "jit_compile": run_info.get("jit_compile"),
                      "epoch_train_seconds": [e["train"] for e in clock.epochs], **steady})
         shutil.rmtree(run_dir, ignore_errors=True)
     return {"name": spec["name"], "recipe": spec["recipe"], "epochs": spec["epochs"],

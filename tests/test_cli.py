@@ -36,6 +36,9 @@ def test_run_directory_is_complete(trained_run):
     assert metrics["test"]["accuracy"] > 0.8  # three separable topics
     history = (trained_run / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch") and len(history) >= 2
+    info = json.loads((trained_run / "run.json").read_text())
+    # No GPU here: widths are not rounded, and bucketed batches keep XLA off.
+    assert info["pad_to_multiple_of"] == 1 and info["jit_compile"] is False
 
 
 def test_evaluate_reuses_the_saved_split(runner, trained_run):

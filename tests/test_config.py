@@ -55,6 +55,10 @@ BASE = "data:\n  train: train.tsv\n"
     ("- a\n- b\n", "config must be a mapping with sections data, text, model, train; got 'list'"),
     (BASE + "model:\n  type: cnn\n   filters: 3\n", "config must be valid YAML"),
     (BASE + "model:\n\ttype: cnn\n", "YAML forbids tabs"),
+    (BASE + "train:\n  pad_to_multiple_of: 0\n",
+     "train.pad_to_multiple_of must be auto or an integer in [1, 1024]; got 0"),
+    (BASE + "train:\n  jit_compile: sometimes\n",
+     "train.jit_compile must be auto or true or false; got 'sometimes'"),
     (BASE + "train:\n  class_weight: heavy\n",
      "train.class_weight must be 'balanced' or a map of label to a positive weight"),
 ])

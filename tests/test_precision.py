@@ -8,8 +8,10 @@ from textclf.precision import cpu_flags, resolve_mixed_precision
 
 
 @pytest.mark.parametrize("gpu, flags, expected", [
-    ((8, 0), set(), "mixed_float16"),
-    ((9, 0), {"avx512_bf16"}, "mixed_float16"),  # the GPU trains, not the CPU
+    ((7, 0), set(), "mixed_float16"),  # tensor cores without TF32
+    ((7, 5), {"avx512_bf16"}, "mixed_float16"),  # the GPU trains, not the CPU
+    ((8, 0), set(), "none"),  # TF32 tensor cores run float32 already
+    ((9, 0), {"avx512_bf16"}, "none"),  # measured slower in float16 on an H200
     ((6, 1), {"avx512_bf16"}, "none"),  # a pre-tensor-core GPU
     (None, {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
     (None, {"amx_bf16", "amx_tile"}, "mixed_bfloat16"),

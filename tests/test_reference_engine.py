@@ -138,3 +138,31 @@ def test_check_texts_on_a_run_directory(tmp_path):
     report = check_texts(model, CHAR_TEXTS, run_dir=tmp_path)
     assert not report.ok and report.same_token_ids < len(CHAR_TEXTS)
     assert "FAILED: beyond tolerance: token ids" in format_check(report)
+
+
+@pytest.mark.parametrize("kind, texts", [("word_cnn", WORD_TEXTS), ("char_rnn", CHAR_TEXTS)])
+def test_check_texts_compares_a_mixed_precision_model_in_float32(tmp_path, kind, texts):
+    """bfloat16 compute misses the float32 tolerance by design; the check then
+    compares the same weights computing in float32, and reports the bfloat16
+    model's own distance from the reference beside it."""
+    from textclf.reference.check import check_run, check_texts, format_check
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model, classifier, _ = end_to_end(kind, max_length=12)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    export_numpy_weights(model, tmp_path / "weights.npz")
+    ids = np.asarray(model.get_layer("truncate")(model.get_layer("vectorizer")(
+        tf.constant(texts))))
+    assert not check_run(classifier, None, ids).ok  # 16-bit compute against float32 tolerance
+
+    report = check_texts(model, texts, np.arange(len(texts)) % 3, run_dir=tmp_path,
+                         gradients=True)
+    text = format_check(report)
+    assert report.ok, text
+    assert report.mixed["compute_dtype"] == "bfloat16"
+    assert 0 < report.mixed["max_abs"] < 0.05 and "the run computes in bfloat16" in text
+    # The model is left as it was: still computing in bfloat16.
+    assert all(layer.dtype_policy.name == "mixed_bfloat16" for layer in classifier.layers
+               if layer.name.startswith(("conv", "rnn")))

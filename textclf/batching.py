@@ -18,9 +18,11 @@ import numpy as np
 WINDOW_BATCHES = 32  # batches per sorting window: bigger = less padding, less randomness
 
 
-def pad_batch(sequences: list[np.ndarray], min_length: int = 1) -> np.ndarray:
-    """Right-pad 1-D int arrays with 0 to the longest (at least ``min_length``): (B, T)."""
+def pad_batch(sequences: list[np.ndarray], min_length: int = 1, multiple: int = 1) -> np.ndarray:
+    """Right-pad 1-D int arrays with 0 to the longest (at least ``min_length``),
+    rounded up to a multiple of ``multiple`` (textclf.compilation): (B, T)."""
     width = max(min_length, max((len(s) for s in sequences), default=0))
+    width = -(-width // multiple) * multiple
     batch = np.zeros((len(sequences), width), dtype=np.int32)
     for row, seq in enumerate(sequences):
         batch[row, : len(seq)] = seq
@@ -57,7 +59,8 @@ class BatchSequence:
     def __init__(self, sequences: list[np.ndarray], label_ids: np.ndarray, n_classes: int,
                  batch_size: int, seed: int = 0, shuffle: bool = True, bucketing: bool = True,
                  fixed_length: int | None = None, min_length: int = 1,
-                 sample_weights: np.ndarray | None = None, start_epoch: int = 0):
+                 sample_weights: np.ndarray | None = None, start_epoch: int = 0,
+                 pad_multiple: int = 1):
         self.sequences = sequences
         self.label_ids = np.asarray(label_ids, dtype=np.int64)
         self.n_classes = n_classes
@@ -67,6 +70,7 @@ class BatchSequence:
         self.bucketing = bucketing
         self.fixed_length = fixed_length
         self.min_length = min_length
+        self.pad_multiple = pad_multiple
         self.sample_weights = sample_weights
         self.lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64,
                                    count=len(sequences))
@@ -85,7 +89,9 @@ class BatchSequence:
 
     def batch(self, rows: np.ndarray):
         width = self.fixed_length or self.min_length
-        ids = pad_batch([self.sequences[i] for i in rows], width)
+        # A fixed width is one shape already: rounding it up would only add padding.
+        multiple = 1 if self.fixed_length else self.pad_multiple
+        ids = pad_batch([self.sequences[i] for i in rows], width, multiple)
         one_hot = np.eye(self.n_classes, dtype=np.float32)[self.label_ids[rows]]
         if self.sample_weights is None:
             return ids, one_hot

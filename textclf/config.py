@@ -97,6 +97,18 @@ def string(value, key, source):
     return value
 
 
+def auto_or(inner: Checker) -> Checker:
+    """The string ``auto`` (resolved at run time), or a value ``inner`` accepts."""
+    def check(value, key, source):
+        if value == "auto":
+            return value
+        try:
+            return inner(value, key, source)
+        except ConfigError as err:
+            raise ConfigError(key, f"auto or {err.expected}", value, source) from None
+    return check
+
+
 def optional(inner: Checker) -> Checker:
     def check(value, key, source):
         return None if value is None else inner(value, key, source)
@@ -271,6 +283,12 @@ class TrainConfig:
     mixed_precision: str = _check(choice("none", "mixed_float16", "mixed_bfloat16", "auto"),
                                   "none", "Keras dtype policy for training; auto = what the "
                                   "hardware accelerates (textclf.precision)")
+    pad_to_multiple_of: Any = _check(auto_or(integer(1, 1024)), "auto",
+                                     "round each batch's width up to a multiple of this; "
+                                     "auto = 64 on a GPU, 1 on a CPU (textclf.compilation)")
+    jit_compile: Any = _check(auto_or(boolean), "auto",
+                              "XLA-compile the training step; auto = off with bucketing "
+                              "(one compile per batch shape), else Keras' choice")
     distribute: str = _check(choice("none", "mirrored", "multi_worker"), "none",
                              "tf.distribute strategy")
     devices: tuple | None = _check(optional(str_list), None,

@@ -31,6 +31,7 @@ class ConfigError(UsageError):
         where = f" ({source})" if source else ""
         super().__init__(f"{key} must be {expected}; got {got!r}{where}")
         self.key = key
+        self.expected = expected
 
     @classmethod
     def unknown_key(cls, key: str, section: str, hint: str, source: str | None) -> "ConfigError":

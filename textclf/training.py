@@ -54,12 +54,13 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def compile_classifier(model, cfg: Config, n_train: int) -> None:
+def compile_classifier(model, cfg: Config, n_train: int, jit_compile="auto") -> None:
     """Optimizer, loss and metrics; ``n_train`` training examples size the
-    learning-rate schedule."""
+    learning-rate schedule; ``jit_compile`` as textclf.compilation resolved it."""
     import keras
 
     model.compile(
+        jit_compile=jit_compile,
         optimizer=make_optimizer(cfg.train, n_train),
         loss=keras.losses.CategoricalCrossentropy(),
         # F1Score(average="macro") accumulates the whole epoch's counts, so
@@ -430,6 +431,13 @@ def _run_classifier_training(cfg: Config, target: Path, work: Path, progress: di
         log(f"mixed precision auto: {precision} ({why})")
     if precision != "none":
         keras.mixed_precision.set_dtype_policy(precision)
+    from .compilation import resolve_jit_compile, resolve_pad_multiple
+
+    pad_multiple, why = resolve_pad_multiple(cfg.train.pad_to_multiple_of)
+    if cfg.train.bucketing:
+        log(f"batch widths: padded to a multiple of {pad_multiple} ({why})")
+    jit_compile, why = resolve_jit_compile(cfg.train.jit_compile, cfg.train.bucketing)
+    log(f"XLA: {_jit_words(jit_compile)} ({why})")
     from .distribute import describe
 
     log(describe(strategy, cfg.train.batch_size))
@@ -452,7 +460,9 @@ def _run_classifier_training(cfg: Config, target: Path, work: Path, progress: di
                     f"words ({found / max(len(vocabulary) - 2, 1):.1%})")
             classifier = build_model(cfg.model, len(vocabulary), n_classes, pretrained,
                                      cfg.text.embeddings_trainable)
-            compile_classifier(classifier, cfg, len(data.sequences["train"]))
+            compile_classifier(classifier, cfg, len(data.sequences["train"]), jit_compile)
+    if progress is not None and jit_compile != "auto":
+        classifier.jit_compile = jit_compile  # a reloaded checkpoint compiles with "auto"
 
     from .batching import BatchSequence
 
@@ -463,9 +473,11 @@ def _run_classifier_training(cfg: Config, target: Path, work: Path, progress: di
     train_batches = BatchSequence(data.sequences["train"], data.label_ids["train"], n_classes,
                                   cfg.train.batch_size, seed=cfg.train.seed, shuffle=True,
                                   bucketing=cfg.train.bucketing, fixed_length=fixed,
-                                  sample_weights=sample_weights, start_epoch=start_epoch)
+                                  sample_weights=sample_weights, start_epoch=start_epoch,
+                                  pad_multiple=pad_multiple)
     valid_batches = BatchSequence(data.sequences["valid"], data.label_ids["valid"], n_classes,
-                                  cfg.train.batch_size, shuffle=False, fixed_length=fixed)
+                                  cfg.train.batch_size, shuffle=False, fixed_length=fixed,
+                                  pad_multiple=pad_multiple)
     callbacks, nan_stop = make_callbacks(cfg, work, progress)
     callbacks.insert(0, rewind_batches_callback(train_batches, start_epoch))
     from .distribute import keras_multi_worker_fit
@@ -485,7 +497,8 @@ def _run_classifier_training(cfg: Config, target: Path, work: Path, progress: di
     model = end_to_end_model(data.vectorizer, classifier, cfg.text.max_length)
     metrics = {}
     for split in [name for name in ("valid", "test") if name in data.sequences]:
-        probabilities = predict_ids(classifier, data.sequences[split], cfg.train.batch_size)
+        probabilities = predict_ids(classifier, data.sequences[split], cfg.train.batch_size,
+                                    pad_multiple)
         report = classification_report(data.label_ids[split], probabilities.argmax(axis=1),
                                        data.labels)
         metrics[split] = report
@@ -502,9 +515,14 @@ def _run_classifier_training(cfg: Config, target: Path, work: Path, progress: di
         "n_classes": n_classes, "vocabulary_size": len(vocabulary),
         "examples": {k: len(v) for k, v in data.sequences.items()},
         "mixed_precision": keras.mixed_precision.dtype_policy().name,
+        "pad_to_multiple_of": pad_multiple, "jit_compile": classifier.jit_compile,
         "train_seconds": round(train_seconds, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
+
+
+def _jit_words(jit_compile) -> str:
+    return {True: "on", False: "off"}.get(jit_compile, "Keras' auto")
 
 
 def rewind_batches_callback(batches, start_epoch: int):
@@ -523,8 +541,10 @@ def rewind_batches_callback(batches, start_epoch: int):
     return RewindBatches()
 
 
-def predict_ids(classifier, sequences: list[np.ndarray], batch_size: int) -> np.ndarray:
-    """Probabilities (N, C) for token-id sequences, in input order, length-bucketed."""
+def predict_ids(classifier, sequences: list[np.ndarray], batch_size: int,
+                pad_multiple: int = 1) -> np.ndarray:
+    """Probabilities (N, C) for token-id sequences, in input order, length-bucketed
+    (widths rounded up to ``pad_multiple``)."""
     import tensorflow as tf
 
     from .batching import pad_batch
@@ -537,7 +557,7 @@ def predict_ids(classifier, sequences: list[np.ndarray], batch_size: int) -> np.
     out = None
     for start in range(0, len(order), batch_size * 4):
         rows = order[start:start + batch_size * 4]
-        probs = forward(pad_batch([sequences[i] for i in rows])).numpy()
+        probs = forward(pad_batch([sequences[i] for i in rows], multiple=pad_multiple)).numpy()
         if out is None:
             out = np.zeros((len(sequences), probs.shape[1]), dtype=np.float32)
         out[rows] = probs

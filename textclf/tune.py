@@ -111,6 +111,7 @@ def corner_configs(raw: dict, space: dict) -> list[dict]:
 
 
 def make_hypermodel(kt, raw: dict, space: dict, source: str | None):
+    from .compilation import resolve_jit_compile, resolve_pad_multiple
     from .models import build_model, layers  # noqa: F401  layers: registers custom layers
     from .text import load_embeddings
     from .training import compile_classifier, prepare_data, seed_everything
@@ -150,7 +151,8 @@ def make_hypermodel(kt, raw: dict, space: dict, source: str | None):
                                            "with text.embeddings")
             model = build_model(cfg.model, len(vocabulary), len(prepared.labels), pretrained,
                                 cfg.text.embeddings_trainable)
-            compile_classifier(model, cfg, len(prepared.sequences["train"]))
+            jit_compile = resolve_jit_compile(cfg.train.jit_compile, cfg.train.bucketing)[0]
+            compile_classifier(model, cfg, len(prepared.sequences["train"]), jit_compile)
             return model
 
         def fit(self, hp, model, *args, callbacks=(), **kwargs):
@@ -164,14 +166,15 @@ def make_hypermodel(kt, raw: dict, space: dict, source: str | None):
             n_classes = len(prepared.labels)
             weights = class_weights(cfg.train, prepared.labels, prepared.label_ids["train"])
             fixed = None if cfg.train.bucketing else cfg.text.max_length
+            multiple = resolve_pad_multiple(cfg.train.pad_to_multiple_of)[0]
             train = BatchSequence(
                 prepared.sequences["train"], prepared.label_ids["train"], n_classes,
                 cfg.train.batch_size, seed=cfg.train.seed, bucketing=cfg.train.bucketing,
-                fixed_length=fixed,
+                fixed_length=fixed, pad_multiple=multiple,
                 sample_weights=None if weights is None else weights[prepared.label_ids["train"]])
             valid = BatchSequence(prepared.sequences["valid"], prepared.label_ids["valid"],
                                   n_classes, cfg.train.batch_size, shuffle=False,
-                                  fixed_length=fixed)
+                                  fixed_length=fixed, pad_multiple=multiple)
             stop = keras.callbacks.EarlyStopping(
                 monitor=cfg.train.monitor, mode="min" if cfg.train.monitor == "val_loss" else "max",
                 patience=cfg.train.epochs if cfg.train.patience is None else cfg.train.patience)

@@ -17,6 +17,13 @@ padded step the generic kernel repeats the previous output while cuDNN (on a
 GPU) writes zeros, and nothing downstream reads them. TF32 matmuls are
 switched off for the comparison (they would cost 1e-3 on an Ampere+ GPU).
 
+A model trained with mixed precision computes in bfloat16 or float16 (its
+weights are float32). :func:`check_texts` then compares the same weights
+computing in float32, which is what the reference validates, and reports
+separately how far the 16-bit model itself is from the reference
+(``mixed``: its compute dtype, label agreement and largest probability
+difference; information, not a failure).
+
 Tolerances (float32 Keras against the float64 reference, see REFERENCE_SPEC):
 activations ``|k - n| <= atol + rtol |n|`` with atol = rtol = 1e-5, the
 probabilities ``|k - n| <= 1e-5`` absolute; gradients rtol 1e-4, atol 1e-5.
@@ -56,6 +63,9 @@ class CheckReport:
     gradients: list[Diff] | None = None
     gradient_examples: int = 0
     same_token_ids: int | None = None  # texts whose NumPy token ids equal Keras' (check_texts)
+    # A mixed-precision model as saved: {"compute_dtype", "same_labels", "max_abs"}
+    # against the reference; the rows above then compare it computing in float32.
+    mixed: dict | None = None
     tolerances: dict = field(default_factory=lambda: {
         "atol": ATOL, "rtol": RTOL, "grad_atol": GRAD_ATOL, "grad_rtol": GRAD_RTOL})
 
@@ -181,6 +191,7 @@ def check_texts(end_to_end_model, texts, labels=None, run_dir=None, gradients: b
     truncate = find_layer(end_to_end_model, "truncate")
     ids = np.asarray(ids if truncate is None else truncate(ids))
     classifier = nested_classifier(end_to_end_model)
+    ids = _at_least_one_step(ids)
     same_ids = None
     numpy_model = None
     if run_dir is not None:
@@ -192,10 +203,59 @@ def check_texts(end_to_end_model, texts, labels=None, run_dir=None, gradients: b
         width = max(ours.shape[1], ids.shape[1])
         ours, theirs = (np.pad(a, [(0, 0), (0, width - a.shape[1])]) for a in (ours, ids))
         same_ids = int(np.sum(np.all(ours == theirs, axis=1)))
-    report = check_run(classifier, numpy_model, _at_least_one_step(ids), labels, gradients,
-                       **options)
+    compute_dtype = _compute_dtype(classifier)
+    if compute_dtype == "float32":
+        report = check_run(classifier, numpy_model, ids, labels, gradients, **options)
+    else:
+        saved_probs = _probabilities(classifier, ids)
+        with _computing_in_float32(classifier):
+            report = check_run(classifier, numpy_model, ids, labels, gradients, **options)
+        numpy_model = numpy_model or NumpyModel.from_keras(classifier)
+        reference = numpy_model.forward(ids)
+        report.mixed = {
+            "compute_dtype": compute_dtype,
+            "same_labels": int(np.sum(saved_probs.argmax(axis=1) == reference.argmax(axis=1))),
+            "max_abs": float(np.abs(saved_probs - reference).max())}
     report.same_token_ids = same_ids
     return report
+
+
+def _layers(model) -> list:
+    # Keras' own walk over nested layers (sub-models, wrappers, cells), as its
+    # jit_compile support check uses; there is no public equivalent.
+    return list(model._flatten_layers(include_self=True))
+
+
+def _compute_dtype(model) -> str:
+    """The 16-bit compute dtype of a mixed-precision model, else "float32"."""
+    for layer in _layers(model):
+        dtype = layer.dtype_policy.compute_dtype
+        if dtype in ("bfloat16", "float16"):
+            return dtype
+    return "float32"
+
+
+def _probabilities(classifier, ids: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return np.concatenate([np.asarray(classifier(_trim(ids[i:i + batch_size]), training=False),
+                                      dtype=np.float64)
+                           for i in range(0, len(ids), batch_size)])
+
+
+class _computing_in_float32:
+    """Within the block, every layer of ``model`` computes in float32 (same weights:
+    a mixed policy keeps its variables in float32); the policies come back after."""
+
+    def __init__(self, model):
+        self.layers = _layers(model)
+
+    def __enter__(self):
+        self.saved = [layer.dtype_policy for layer in self.layers]
+        for layer in self.layers:
+            layer.dtype_policy = "float32"
+
+    def __exit__(self, *exc):
+        for layer, policy in zip(self.layers, self.saved):
+            layer.dtype_policy = policy
 
 
 def _at_least_one_step(ids: np.ndarray) -> np.ndarray:
@@ -267,6 +327,13 @@ def format_check(report: CheckReport) -> str:
         for d in report.gradients:
             lines.append(f"{d.name:<{width}}  {d.max_abs:12.3e}  {d.max_rel:9.2e}"
                          f"{'' if d.ok else '  EXCEEDS TOLERANCE'}")
+    if report.mixed is not None:
+        mixed = report.mixed
+        lines.append(f"the run computes in {mixed['compute_dtype']} (mixed precision): the rows "
+                     f"above compare its weights computing in float32; as saved, in "
+                     f"{mixed['compute_dtype']}, it gives the reference's label on "
+                     f"{mixed['same_labels']}/{report.n_examples}, probabilities within "
+                     f"{mixed['max_abs']:.1e}")
     failed = [d.name for d in report.layers + [report.probabilities] + (report.gradients or [])
               if not d.ok]
     if report.same_token_ids is not None and report.same_token_ids != report.n_examples:
