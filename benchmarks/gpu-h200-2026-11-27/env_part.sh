@@ -1,3 +1,5 @@
+# Environment for TensorFlow 2.21 (CUDA 12.5 build) unpacked in /tmp/site312 on the lent
+# machine: its CUDA 12 sonames -> the image's CUDA 13 libraries. Sourced; needs ROOT.
 SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
 mkdir -p /tmp/cu12
 DIRS=""

@@ -2,9 +2,8 @@
 # Second device call: mixed precision on/off per family (one process each), then the
 # NumPy reference check of a float32 LSTM run with TF32 off.
 set -uo pipefail
-cd "$(dirname "$0")/.." || exit 1
-ROOT=$PWD
-source .devpack/env_part.sh
+ROOT=$PWD  # the repository root, where device commands start
+source benchmarks/gpu-h200-2026-11-27/env_part.sh
 W=/root/bw2; mkdir -p $W
 for fam in cnn rnn; do
 cat > $W/$fam.json <<J
