@@ -32,6 +32,7 @@ Everything but :func:`format_check` needs TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -241,20 +242,18 @@ def _probabilities(classifier, ids: np.ndarray, batch_size: int = 64) -> np.ndar
                            for i in range(0, len(ids), batch_size)])
 
 
-class _computing_in_float32:
+@contextlib.contextmanager
+def _computing_in_float32(model):
     """Within the block, every layer of ``model`` computes in float32 (same weights:
     a mixed policy keeps its variables in float32); the policies come back after."""
-
-    def __init__(self, model):
-        self.layers = _layers(model)
-
-    def __enter__(self):
-        self.saved = [layer.dtype_policy for layer in self.layers]
-        for layer in self.layers:
+    layers = _layers(model)
+    saved = [layer.dtype_policy for layer in layers]
+    try:
+        for layer in layers:
             layer.dtype_policy = "float32"
-
-    def __exit__(self, *exc):
-        for layer, policy in zip(self.layers, self.saved):
+        yield
+    finally:
+        for layer, policy in zip(layers, saved):
             layer.dtype_policy = policy
 
 
