@@ -25,7 +25,7 @@ GPU_PAD_MULTIPLE = 64
 _LOOK_UP = object()
 
 
-def _gpu_visible() -> bool:
+def gpu_visible() -> bool:
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
@@ -37,7 +37,7 @@ def resolve_pad_multiple(setting, gpu: bool | object = _LOOK_UP) -> tuple[int, s
     if setting != "auto":
         return int(setting), "as configured"
     if gpu is _LOOK_UP:
-        gpu = _gpu_visible()
+        gpu = gpu_visible()
     if gpu:
         return GPU_PAD_MULTIPLE, "a GPU: each new batch width costs a cuDNN algorithm search"
     return 1, "no GPU: padding costs time and new widths cost nothing"

@@ -431,13 +431,16 @@ def _run_classifier_training(cfg: Config, target: Path, work: Path, progress: di
         log(f"mixed precision auto: {precision} ({why})")
     if precision != "none":
         keras.mixed_precision.set_dtype_policy(precision)
-    from .compilation import resolve_jit_compile, resolve_pad_multiple
+    from .compilation import gpu_visible, resolve_jit_compile, resolve_pad_multiple
 
-    pad_multiple, why = resolve_pad_multiple(cfg.train.pad_to_multiple_of)
-    if cfg.train.bucketing:
-        log(f"batch widths: padded to a multiple of {pad_multiple} ({why})")
+    # Logged where they differ from plain Keras on a CPU (run.json has them always).
+    gpu = gpu_visible()
+    pad_multiple, why = resolve_pad_multiple(cfg.train.pad_to_multiple_of, gpu)
+    if cfg.train.bucketing and pad_multiple > 1:
+        log(f"batch widths: rounded up to a multiple of {pad_multiple} ({why})")
     jit_compile, why = resolve_jit_compile(cfg.train.jit_compile, cfg.train.bucketing)
-    log(f"XLA: {_jit_words(jit_compile)} ({why})")
+    if gpu or cfg.train.jit_compile != "auto":
+        log(f"XLA: {_jit_words(jit_compile)} ({why})")
     from .distribute import describe
 
     log(describe(strategy, cfg.train.batch_size))
