@@ -1,7 +1,8 @@
 """How training batches are shaped and compiled for the device at hand.
 
 ``train.pad_to_multiple_of`` and ``train.jit_compile`` default to ``auto``,
-resolved here when a run starts (logged, and written to ``run.json``):
+resolved here when a run starts (written to ``run.json``; logged on a GPU or
+when set):
 
 - **Batch widths.** Bucketed batches are padded to their own longest document,
   so nearly every batch has a new width. On a CPU that is free: the cost grows
