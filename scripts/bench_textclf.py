@@ -76,7 +76,7 @@ def train_with_clock(recipe: str, overrides: list[str], output: Path,
 def training_work(cfg, data, n_epochs: int, pad_multiple: int = 1) -> list:
     """Per epoch, the batches the run trained on (textclf's own plan) as EpochWork;
     ``pad_multiple``: the run's resolved ``train.pad_to_multiple_of`` (run.json)."""
-    from textclf.batching import BatchSequence
+    from textclf.batching import BatchSequence, round_up
 
     sequences = data.sequences["train"]
     n_classes = len(data.labels)
@@ -91,7 +91,7 @@ def training_work(cfg, data, n_epochs: int, pad_multiple: int = 1) -> list:
         plan = batches.plan(epoch)
         widths = [max(fixed or batches.min_length, int(lengths[rows].max())) for rows in plan]
         if not fixed:
-            widths = [-(-w // pad_multiple) * pad_multiple for w in widths]
+            widths = [round_up(w, pad_multiple) for w in widths]
         work.append(epoch_work(arch, plan, lengths, widths))
     return work
 

@@ -14,7 +14,6 @@ import bench  # noqa: E402
 
 def test_no_worker_starts_past_stop_after(tmp_path, monkeypatch):
     settings, _ = bench.parse_args(["--stop-after", "1", "--workdir", str(tmp_path)])
-    settings.workdir = tmp_path
     started = []
     monkeypatch.setattr(bench, "run_process", lambda *args, **kw: started.append(args))
     settings.started = time.perf_counter() - 61  # one minute and a second ago

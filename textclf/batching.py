@@ -18,11 +18,16 @@ import numpy as np
 WINDOW_BATCHES = 32  # batches per sorting window: bigger = less padding, less randomness
 
 
+def round_up(width: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``width``."""
+    return -(-width // multiple) * multiple
+
+
 def pad_batch(sequences: list[np.ndarray], min_length: int = 1, multiple: int = 1) -> np.ndarray:
     """Right-pad 1-D int arrays with 0 to the longest (at least ``min_length``),
     rounded up to a multiple of ``multiple`` (textclf.compilation): (B, T)."""
     width = max(min_length, max((len(s) for s in sequences), default=0))
-    width = -(-width // multiple) * multiple
+    width = round_up(width, multiple)
     batch = np.zeros((len(sequences), width), dtype=np.int32)
     for row, seq in enumerate(sequences):
         batch[row, : len(seq)] = seq

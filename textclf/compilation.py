@@ -27,9 +27,9 @@ _LOOK_UP = object()
 
 
 def gpu_visible() -> bool:
-    import tensorflow as tf
+    from .precision import gpu_compute_capability
 
-    return bool(tf.config.list_physical_devices("GPU"))
+    return gpu_compute_capability() is not None
 
 
 def resolve_pad_multiple(setting, gpu: bool | object = _LOOK_UP) -> tuple[int, str]:
