@@ -524,7 +524,8 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     A lever the recipe uses is turned off (what it buys), one it leaves off
     is turned on (what it would buy): bucketing, MaxPooledConv1D (bias and
     activation after the max), textclf's fused recurrent loop (CPU only: on a
-    GPU both settings run cuDNN's kernel), batch 32 <-> 64, the mixed
+    GPU both settings run cuDNN's kernel), Adam's fused kernel (Keras' class
+    instead), batch 32 <-> 64, the mixed
     precision policies (on a GPU float32, float16 and bfloat16 each), and on
     a GPU the TextCNN's shape levers first (widths not rounded, XLA on,
     cuDNN's per-shape algorithm search off; a variant's ``env`` is set in its
@@ -543,6 +544,8 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
             and not gpu):
         variants.append({"name": f"Keras {model.cell.upper()} loop",
                          "overrides": ["model.cpu_loop=keras"]})
+    if train.optimizer == "adam":
+        variants.append({"name": "Keras' Adam", "overrides": ["train.optimizer=keras_adam"]})
     other_batch = 64 if train.batch_size != 64 else 32
     variants.append({"name": f"batch {other_batch}",
                      "overrides": [f"train.batch_size={other_batch}"]})

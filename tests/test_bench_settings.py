@@ -1,10 +1,12 @@
-"""scripts/bench.py's run control: --stop-after and the GPU ablation's levers."""
+"""scripts/bench.py's run control: --stop-after and the ablation's levers."""
 
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -19,6 +21,12 @@ def test_no_worker_starts_past_stop_after(tmp_path, monkeypatch):
     settings.started = time.perf_counter() - 61  # one minute and a second ago
     result = bench.run_worker(settings, "bench_naive.py", "train", {"name": "late"})
     assert started == [] and result["error"].startswith("not run: past --stop-after")
+
+
+@pytest.mark.parametrize("recipe, family", [("bbc_cnn", "cnn"), ("bbc_rnn", "rnn")])
+def test_ablation_times_keras_adam_against_the_fused_one(recipe, family):
+    variants = bench.lever_variants(ROOT / "configs" / f"{recipe}.yaml", family, gpu=False)
+    assert {"name": "Keras' Adam", "overrides": ["train.optimizer=keras_adam"]} in variants
 
 
 def test_gpu_ablation_flips_the_shape_levers_of_a_bucketed_cnn():

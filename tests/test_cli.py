@@ -41,6 +41,21 @@ def test_run_directory_is_complete(trained_run):
     assert info["pad_to_multiple_of"] == 1 and info["jit_compile"] is False
 
 
+def test_the_saved_model_holds_no_optimizer(trained_run):
+    """model.keras is for prediction: weights without Adam's moments, which
+    would triple its size, and no optimizer class to find when loading."""
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(trained_run / "model.keras") as archive:
+        assert "optimizer" not in archive.read("config.json").decode()
+        with archive.open("model.weights.h5") as raw, h5py.File(raw) as weights:
+            stored = []
+            weights.visit(stored.append)
+    assert stored and not [name for name in stored if "optimizer" in name]
+
+
 def test_evaluate_reuses_the_saved_split(runner, trained_run):
     result = invoke(runner, "evaluate", trained_run, "--format", "json")
     assert result.exit_code == 0, result.output

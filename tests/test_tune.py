@@ -35,7 +35,8 @@ def with_space(space, **tune) -> dict:
      "tune.space.train.learning_rate must be {log_uniform: [low, high], low above 0} with "
      "low below high"),
     (with_space({"train.optimizer": {"choice": ["adam", "adamw"]}}),
-     "tune.space.train.optimizer must be one of adam, sgd, rmsprop, adagrad; got 'adamw'"),
+     "tune.space.train.optimizer must be one of adam, keras_adam, sgd, rmsprop, adagrad; "
+     "got 'adamw'"),
     (with_space({"model.units": {"int": [8, 64, 0]}}),
      "tune.space.model.units.int must be a positive integer step; got 0"),
     (with_space({}), "tune.space must be a non-empty mapping of config keys"),

@@ -259,7 +259,10 @@ class TrainConfig:
     epochs: int = _check(integer(1), 10, "passes over the training data")
     batch_size: int = _check(integer(1), 32, "examples per step (global, across replicas)")
     learning_rate: float = _check(number(0.0, low_open=True), 1e-3, "optimizer step size")
-    optimizer: str = _check(choice("adam", "sgd", "rmsprop", "adagrad"), "adam", "optimizer")
+    optimizer: str = _check(choice("adam", "keras_adam", "sgd", "rmsprop", "adagrad"), "adam",
+                            "adam runs TensorFlow's fused Adam kernel; keras_adam is Keras' "
+                            "slower class, whose v sums the squares of an embedding row's "
+                            "repeats")
     momentum: float = _check(number(0.0, 1.0, high_open=True), 0.0, "sgd/rmsprop momentum")
     lr_schedule: str = _check(choice("constant", "cosine"), "constant",
                               "cosine: learning_rate decays to 0 over train.epochs "

@@ -41,6 +41,10 @@ def make_optimizer(cfg, n_train: int):
         clip["clipvalue"] = cfg.clipvalue
     rate = learning_rate(cfg, steps_per_epoch(n_train, cfg.batch_size))
     if cfg.optimizer == "adam":
+        from .fused_adam import FusedAdam
+
+        return FusedAdam(rate, **clip)
+    if cfg.optimizer == "keras_adam":
         return keras.optimizers.Adam(rate, **clip)
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(rate, momentum=cfg.momentum, **clip)

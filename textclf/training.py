@@ -267,15 +267,23 @@ def split_record(cfg: Config, splits) -> dict | None:
 
 
 def end_to_end_model(vectorizer, classifier, max_length: int):
-    """Raw strings (B,) -> probabilities (B, C): the model a run directory holds."""
+    """Raw strings (B,) -> probabilities (B, C): the model a run directory holds.
+
+    It wraps an uncompiled twin of ``classifier`` with its weights, so that
+    model.keras holds no optimizer: Adam's two moments would make it three
+    times the size, and a run loads without the optimizer's class.
+    """
     import keras
 
     from .models.layers import TruncateTokens
 
+    # From its config: keras.models.clone_model would compile the twin too.
+    twin = type(classifier).from_config(classifier.get_config())
+    twin.set_weights(classifier.get_weights())
     text = keras.Input(shape=(), dtype="string", name="text")
     ids = vectorizer(text)
     ids = TruncateTokens(max_length, name="truncate")(ids)
-    probabilities = classifier(ids)
+    probabilities = twin(ids)
     return keras.Model(text, probabilities, name="textclf")
 
 
@@ -397,6 +405,7 @@ def _run_classifier_training(cfg: Config, target: Path, work: Path, progress: di
     import keras
 
     from .evaluation import classification_report
+    from . import fused_adam  # noqa: F401  registers the optimizer a checkpoint resumes with
     from .models import build_model, layers  # noqa: F401  layers: registers custom layers
     from .artifact import refuse_code
     from .reference.export import export_numpy_weights

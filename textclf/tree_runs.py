@@ -180,6 +180,8 @@ def run_tree_training(cfg, target: Path, work: Path, progress: dict | None) -> N
         files = training.checkpoint_files(progress)
         state = work / CHECKPOINT_DIR / files["state"]
         refuse_code(state)
+        from . import fused_adam  # noqa: F401  registers the optimizer the checkpoint holds
+
         model = keras.models.load_model(state, safe_mode=True)  # compiled, optimizer state too
         with np.load(work / CHECKPOINT_DIR / files["non_trainable"],
                      allow_pickle=False) as stored:
