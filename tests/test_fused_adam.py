@@ -17,34 +17,10 @@ ROWS, WIDTH = 12, 4
 
 
 def train(optimizer, gradients, start):
-    """Apply each (embedding, dense) gradient pair in turn, in a tf.function as
-    Keras' fit does; returns the final (ROWS, WIDTH) and (WIDTH, 3) weights."""
-    import keras
-    import tensorflow as tf
-
-    variables = [keras.Variable(value) for value in start]
-
-    @tf.function
-    def step(values, indices, dense):
-        optimizer.apply([tf.IndexedSlices(values, indices, tf.constant([ROWS, WIDTH])), dense],
-                        variables)
-
-    for values, indices, dense in gradients:
-        step(values, indices, dense)
-    return [v.numpy() for v in variables]
-
-
-def densified(gradients):
-    """The same gradients with each IndexedSlices turned into a dense (ROWS, WIDTH) array."""
-    out = []
-    for values, indices, dense in gradients:
-        full = np.zeros((ROWS, WIDTH), np.float32)
-        np.add.at(full, indices, values)
-        out.append((full, dense))
-    return out
-
-
-def train_dense(optimizer, gradients, start):
+    """Apply each (embedding, dense) gradient pair in turn inside a tf.function,
+    as Keras' fit does. An embedding gradient is a dense (ROWS, WIDTH) array or
+    the (values, indices) of its rows, passed as tf.IndexedSlices. Returns the
+    final (ROWS, WIDTH) and (WIDTH, 3) weights."""
     import keras
     import tensorflow as tf
 
@@ -52,11 +28,23 @@ def train_dense(optimizer, gradients, start):
 
     @tf.function
     def step(embedding, dense):
+        if isinstance(embedding, tuple):
+            embedding = tf.IndexedSlices(*embedding, tf.constant([ROWS, WIDTH]))
         optimizer.apply([embedding, dense], variables)
 
     for embedding, dense in gradients:
         step(embedding, dense)
     return [v.numpy() for v in variables]
+
+
+def densified(gradients):
+    """The same gradients with each sparse one summed into a dense (ROWS, WIDTH) array."""
+    out = []
+    for (values, indices), dense in gradients:
+        full = np.zeros((ROWS, WIDTH), np.float32)
+        np.add.at(full, indices, values)
+        out.append((full, dense))
+    return out
 
 
 @pytest.fixture
@@ -68,7 +56,7 @@ def problem():
     gradients = []
     for _ in range(8):
         indices = rng.integers(0, ROWS, 10).astype(np.int32)  # 10 draws of 12 rows: repeats
-        gradients.append((rng.normal(size=(10, WIDTH)).astype(np.float32), indices,
+        gradients.append(((rng.normal(size=(10, WIDTH)).astype(np.float32), indices),
                           rng.normal(size=(WIDTH, 3)).astype(np.float32)))
     return start, gradients
 
@@ -88,8 +76,8 @@ def test_dense_gradients_give_keras_adams_weights(tf, problem):
 
     start, gradients = problem
     dense = densified(gradients)
-    ours = train_dense(FusedAdam(**options(clipnorm=2.0)), dense, start)
-    theirs = train_dense(keras.optimizers.Adam(**options(clipnorm=2.0)), dense, start)
+    ours = train(FusedAdam(**options(clipnorm=2.0)), dense, start)
+    theirs = train(keras.optimizers.Adam(**options(clipnorm=2.0)), dense, start)
     moved = max(np.abs(t - s).max() for t, s in zip(theirs, start))
     assert moved > 0.05  # the check below compares real updates
     for a, b in zip(ours, theirs):
@@ -107,7 +95,7 @@ def test_repeated_sparse_rows_are_summed_before_squaring(tf, problem):
 
     start, gradients = problem
     ours = train(FusedAdam(**options()), gradients, start)
-    textbook = train_dense(keras.optimizers.Adam(**options()), densified(gradients), start)
+    textbook = train(keras.optimizers.Adam(**options()), densified(gradients), start)
     keras_sparse = train(keras.optimizers.Adam(**options()), gradients, start)
     np.testing.assert_allclose(ours[0], textbook[0], rtol=0, atol=1e-6)
     np.testing.assert_allclose(ours[1], textbook[1], rtol=0, atol=1e-6)
@@ -121,8 +109,8 @@ def test_amsgrad_defers_to_keras(tf, problem):
 
     start, gradients = problem
     dense = densified(gradients)
-    ours = train_dense(FusedAdam(amsgrad=True, **options()), dense, start)
-    theirs = train_dense(keras.optimizers.Adam(amsgrad=True, **options()), dense, start)
+    ours = train(FusedAdam(amsgrad=True, **options()), dense, start)
+    theirs = train(keras.optimizers.Adam(amsgrad=True, **options()), dense, start)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
 
