@@ -153,3 +153,18 @@ def test_train_optimizer_names_the_class(tf, name, fused):
     optimizer = make_optimizer(TrainConfig(optimizer=name), n_train=64)
     assert isinstance(optimizer, keras.optimizers.Adam)
     assert isinstance(optimizer, FusedAdam) is fused
+
+
+def test_the_update_benchmark_times_both_classes(tf, capsys):
+    import re
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import bench_adam
+
+    assert bench_adam.main(["--vocabulary", "50", "--dim", "4", "--tokens", "30",
+                            "--repeats", "1"]) == 0
+    timings = re.findall(r"^  (keras\.optimizers\.Adam|textclf FusedAdam) +(\d+\.\d\d)$",
+                         capsys.readouterr().out, re.M)
+    assert [name for name, _ in timings] == ["keras.optimizers.Adam", "textclf FusedAdam"]

@@ -5,10 +5,10 @@ element-wise passes over each variable and its two moments per step. For a
 (20,000 x 128) embedding that is most of the optimizer's time, and with a
 sparse (``tf.IndexedSlices``) embedding gradient it densifies the gradient
 twice, once for ``m`` and once for the squared values for ``v``, each a
-single-threaded ``UnsortedSegmentSum`` (a profile of bbc_cnn's training step:
-8.9 and 8.1 ms of CPU per step, against 1.8 ms for the whole fused update of
-that variable). :class:`FusedAdam` densifies once and hands the gradient to the
-kernel TensorFlow ships for Adam, which updates var, m and v in one pass:
+single-threaded ``UnsortedSegmentSum`` (8.9 and 8.1 ms of CPU in a profile of
+bbc_cnn's training step). :class:`FusedAdam` densifies once and hands the
+gradient to the kernel TensorFlow ships for Adam, which updates var, m and v
+in one pass (``scripts/bench_adam.py`` times one update both ways):
 
     m <- m + (g - m)(1 - beta_1)        v <- v + (g^2 - v)(1 - beta_2)
     var <- var - lr sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)
