@@ -269,21 +269,18 @@ def split_record(cfg: Config, splits) -> dict | None:
 def end_to_end_model(vectorizer, classifier, max_length: int):
     """Raw strings (B,) -> probabilities (B, C): the model a run directory holds.
 
-    It wraps an uncompiled twin of ``classifier`` with its weights, so that
-    model.keras holds no optimizer: Adam's two moments would make it three
-    times the size, and a run loads without the optimizer's class.
+    It wraps an uncompiled copy of ``classifier``, so that model.keras holds
+    no optimizer (:func:`textclf.models.common.uncompiled_copy`).
     """
     import keras
 
+    from .models.common import uncompiled_copy
     from .models.layers import TruncateTokens
 
-    # From its config: keras.models.clone_model would compile the twin too.
-    twin = type(classifier).from_config(classifier.get_config())
-    twin.set_weights(classifier.get_weights())
     text = keras.Input(shape=(), dtype="string", name="text")
     ids = vectorizer(text)
     ids = TruncateTokens(max_length, name="truncate")(ids)
-    probabilities = twin(ids)
+    probabilities = uncompiled_copy(classifier)(ids)
     return keras.Model(text, probabilities, name="textclf")
 
 

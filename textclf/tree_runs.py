@@ -153,6 +153,7 @@ def run_tree_training(cfg, target: Path, work: Path, progress: dict | None) -> N
     from .artifact import CHECKPOINT_DIR, refuse_code
     from .config import dump_config
     from .models import treenet as tn
+    from .models.common import uncompiled_copy
 
     _refuse_unsupported(cfg)
     training.seed_everything(cfg.train.seed, cfg.train.deterministic)
@@ -230,7 +231,7 @@ def run_tree_training(cfg, target: Path, work: Path, progress: dict | None) -> N
         training.log(f"{split}: root accuracy {report['accuracy']:.4f}, macro-F1 "
                      f"{report['macro']['f1']:.4f}, all-nodes accuracy "
                      f"{report['all_nodes_accuracy']:.4f} ({report['n_examples']} trees)")
-    _inference_copy(model).save(work / MODEL_FILE)
+    uncompiled_copy(model).save(work / MODEL_FILE)  # no optimizer slots
     np.savez(work / TREE_WEIGHTS_FILE, **_reference_params(model))
     write_json(work / "metrics.json", metrics)
     write_json(work / "run.json", {
@@ -262,17 +263,6 @@ def _EpochTimer():
             self.seconds.append(time.perf_counter() - self.start)
 
     return EpochTimer()
-
-
-def _inference_copy(model):
-    """An uncompiled twin of ``model`` with its weights: model.keras without the
-    optimizer's slots (a third of the size with Adam)."""
-    from .models.treenet import TreeNet
-
-    copy = TreeNet.from_config(model.get_config())
-    copy.build()
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def _reference_params(model) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Pieces shared by the model builders: embedding and the softmax head."""
+"""Pieces shared by the model builders: embedding, the softmax head, the saved copy."""
 
 from __future__ import annotations
 
@@ -42,3 +42,16 @@ def softmax_head(x, cfg: ModelConfig, n_classes: int, max_norm: float | None = N
                               kernel_initializer=cfg.kernel_initializer,
                               kernel_regularizer=regularizer(cfg),
                               kernel_constraint=constraint, dtype="float32")(x)
+
+
+def uncompiled_copy(model: keras.Model) -> keras.Model:
+    """A twin of ``model`` (same class, config and weights) that was never
+    compiled: what a run directory saves. Without the optimizer, model.keras
+    holds no slots (Adam's two moments would triple its size) and loads
+    without the optimizer's class. Built from the config because
+    ``keras.models.clone_model`` compiles the twin too."""
+    copy = type(model).from_config(model.get_config())
+    if not copy.built:  # a subclassed model (TreeNet); a functional one is built
+        copy.build()
+    copy.set_weights(model.get_weights())
+    return copy
