@@ -523,7 +523,8 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
 
     A lever the recipe uses is turned off (what it buys), one it leaves off
     is turned on (what it would buy): bucketing, MaxPooledConv1D (bias and
-    activation after the max), textclf's fused recurrent loop (CPU only: on a
+    activation after the max), its gradient from the winning windows alone
+    (``model.pool_gradient``), textclf's fused recurrent loop (CPU only: on a
     GPU both settings run cuDNN's kernel), Adam's fused kernel (Keras' class
     instead), batch 32 <-> 64, the mixed
     precision policies (on a GPU float32, float16 and bfloat16 each), and on
@@ -540,6 +541,9 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
         variants.append({"name": "bucketing off", "overrides": ["train.bucketing=false"]})
     if family == "cnn" and model.pool_in_conv:
         variants.append({"name": "Conv1D then pooling", "overrides": ["model.pool_in_conv=false"]})
+        if model.pool_gradient == "argmax":
+            variants.append({"name": "max's gradient through dense backprops",
+                             "overrides": ["model.pool_gradient=shared"]})
     if (family == "rnn" and model.cell in ("lstm", "gru") and model.cpu_loop == "auto"
             and not gpu):
         variants.append({"name": f"Keras {model.cell.upper()} loop",

@@ -260,7 +260,7 @@ class EpochWork:
     """What one training epoch computed, batch by batch (arrays of shape (n_batches,))."""
 
     examples: np.ndarray
-    executed_flops: np.ndarray  # training FLOPs (3x forward) at the padded widths
+    executed_flops: np.ndarray  # training FLOPs (training_flops) at the padded widths
     useful_flops: np.ndarray  # the same at the real token counts
 
 
@@ -269,10 +269,9 @@ def epoch_work(arch: "Architecture", batches: Sequence[np.ndarray], lengths: np.
     """Per-batch work of one epoch: ``batches`` are row-index arrays, ``lengths``
     (N,) real token counts, ``widths`` the padded width of each batch."""
     examples = np.array([len(rows) for rows in batches], dtype=np.float64)
-    executed = np.array([3.0 * forward_flops(arch, np.full(len(rows), width), useful=False)
+    executed = np.array([training_flops(arch, np.full(len(rows), width), useful=False)
                          for rows, width in zip(batches, widths)])
-    useful = np.array([3.0 * forward_flops(arch, lengths[rows], useful=True)
-                       for rows in batches])
+    useful = np.array([training_flops(arch, lengths[rows], useful=True) for rows in batches])
     return EpochWork(examples, executed, useful)
 
 
@@ -361,9 +360,10 @@ GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
 class Architecture:
     """What the FLOP count needs to know of a model.
 
-    cnn: ``kernel_sizes``, ``filters`` and ``end_pad`` (textclf pads every row by
-    the widest kernel; the naive model does not); rnn: ``cell``, ``units``,
-    ``layers``, ``bidirectional``.
+    cnn: ``kernel_sizes``, ``filters``, ``end_pad`` (textclf pads every row by
+    the widest kernel; the naive model does not) and ``argmax_pool_gradient``
+    (MaxPooledConv1D's backward reads only the winning windows); rnn: ``cell``,
+    ``units``, ``layers``, ``bidirectional``.
     """
 
     type: str  # "cnn" | "rnn"
@@ -376,13 +376,18 @@ class Architecture:
     units: int = 0
     layers: int = 1
     bidirectional: bool = False
+    argmax_pool_gradient: bool = False
 
     @classmethod
     def from_model_config(cls, model, n_classes: int) -> "Architecture":
         """From a textclf ``ModelConfig`` (textclf's builders: cnn pads by max(K))."""
         if model.type == "cnn":
+            from textclf.models.layers import MONOTONE_ACTIVATIONS
+
+            max_pooled = model.pool_in_conv and (model.activation or "relu") in MONOTONE_ACTIVATIONS
             return cls("cnn", model.embedding_dim, n_classes, tuple(model.kernel_sizes),
-                       model.filters, max(model.kernel_sizes))
+                       model.filters, max(model.kernel_sizes),
+                       argmax_pool_gradient=max_pooled and model.pool_gradient == "argmax")
         return cls("rnn", model.embedding_dim, n_classes, cell=model.cell, units=model.units,
                    layers=model.layers, bidirectional=model.bidirectional)
 
@@ -403,7 +408,6 @@ def forward_flops(arch: Architecture, steps: np.ndarray, useful: bool) -> float:
     ``T + end_pad - K + 1`` windows); useful counts one window / one recurrent
     step per real token. Embedding lookups, activations, pooling and the loss
     are left out (gathers and element-wise work, small next to the matmuls).
-    Training is counted as 3x the forward pass (backward = 2 matmuls per matmul).
     """
     steps = np.asarray(steps, dtype=np.float64)
     n = len(steps)
@@ -421,6 +425,23 @@ def forward_flops(arch: Architecture, steps: np.ndarray, useful: bool) -> float:
         per_step += directions * 2.0 * gates * arch.units * (width_in + arch.units)
         width_in = arch.units * directions
     return per_step * steps.sum() + n * 2.0 * width_in * arch.n_classes
+
+
+def training_flops(arch: Architecture, steps: np.ndarray, useful: bool) -> float:
+    """FLOPs of a training step over a set of examples (``steps`` as in
+    :func:`forward_flops`): the forward pass, and a backward pass of 2 matmuls
+    per matmul, except where ``arch.argmax_pool_gradient``: there each
+    branch's backward touches only the F winning windows of each example,
+    2·K·E·F for the kernel's gradient and as much for the input's.
+    """
+    forward = forward_flops(arch, steps, useful)
+    if not (arch.type == "cnn" and arch.argmax_pool_gradient):
+        return 3.0 * forward
+    n = len(steps)
+    head = n * 2.0 * len(arch.kernel_sizes) * arch.filters * arch.n_classes
+    windows_backward = n * sum(4.0 * k * arch.embedding_dim * arch.filters
+                               for k in arch.kernel_sizes)
+    return forward + 2.0 * head + windows_backward
 
 
 def inference_flops(arch: Architecture, widths: np.ndarray, lengths: np.ndarray,

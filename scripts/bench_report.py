@@ -437,7 +437,10 @@ def notes_section(report: dict) -> list[str]:
             "- **FLOPs** are counted, not sampled: convolutions 2·K·E·F per window per "
             "branch, recurrent layers 2·g·U·(D+U) per step (g = 4 LSTM, 3 GRU), the dense "
             "head; embedding lookups and element-wise work are left out; training = 3x "
-            "forward. *Executed* uses each batch's padded width (from textclf's own batch "
+            "forward, except for textclf's TextCNN with `model.pool_gradient: argmax`, whose "
+            "backward reads only each example's winning windows: forward + 4·K·E·F per "
+            "example and branch + 2x the head (a dense-equivalent count would credit it "
+            "with work it does not do). *Executed* uses each batch's padded width (from textclf's own batch "
             "plan for each epoch; 400 for the naive models), *useful* the real token counts. "
             "Prediction GFLOP/s include tokenisation time in the denominator.",
             "- **Matmul peak**: best of several float32 `tf.linalg.matmul` (2048 x 2048 "

@@ -29,6 +29,14 @@ def test_ablation_times_keras_adam_against_the_fused_one(recipe, family):
     assert {"name": "Keras' Adam", "overrides": ["train.optimizer=keras_adam"]} in variants
 
 
+def test_ablation_times_the_dense_max_gradient_for_the_cnn_only():
+    cnn = bench.lever_variants(ROOT / "configs" / "bbc_cnn.yaml", "cnn", gpu=False)
+    assert {"name": "max's gradient through dense backprops",
+            "overrides": ["model.pool_gradient=shared"]} in cnn
+    rnn = bench.lever_variants(ROOT / "configs" / "bbc_rnn.yaml", "rnn", gpu=False)
+    assert not any("model.pool_gradient=shared" in v["overrides"] for v in rnn)
+
+
 def test_gpu_ablation_flips_the_shape_levers_of_a_bucketed_cnn():
     variants = bench.lever_variants(ROOT / "configs" / "bbc_cnn.yaml", "cnn", gpu=False)
     names = [v["name"] for v in variants]
@@ -39,3 +47,47 @@ def test_gpu_ablation_flips_the_shape_levers_of_a_bucketed_cnn():
     assert gpu_variants["widths not rounded to 64"]["overrides"] == [
         "train.pad_to_multiple_of=1"]
     assert gpu_variants["cuDNN autotuning off"]["env"] == {"TF_CUDNN_USE_AUTOTUNE": "0"}
+
+
+def test_training_flops_count_what_the_cnn_backward_runs():
+    """3x forward for dense backprops; forward + the winning windows' work for
+    MaxPooledConv1D's argmax gradient (counted from the config)."""
+    import numpy as np
+    from bench_common import Architecture, forward_flops, training_flops
+
+    from textclf.config import ModelConfig
+
+    def arch(**options):
+        return Architecture.from_model_config(
+            ModelConfig(type="cnn", kernel_sizes=(3, 4), filters=10, embedding_dim=8, **options), 5)
+
+    steps = np.array([50, 20])
+    dense = arch(pool_gradient="shared")
+    assert training_flops(dense, steps, True) == 3 * forward_flops(dense, steps, True)
+    assert training_flops(arch(pool_in_conv=False), steps, True) == 3 * forward_flops(
+        dense, steps, True)
+    sparse = arch()
+    assert sparse.argmax_pool_gradient and not dense.argmax_pool_gradient
+    head = 2 * 2.0 * 2 * 10 * 5  # 2 examples x 2 x (2 branches x 10 filters) x 5 classes
+    windows = 2 * 4.0 * (3 + 4) * 8 * 10
+    assert training_flops(sparse, steps, True) == forward_flops(sparse, steps, True) + 2 * head + windows
+
+
+def test_the_branch_benchmark_times_both_max_gradients(capsys):
+    """scripts/bench_conv_max.py runs both pool gradients (tiny shapes) and
+    leaves the global dtype policy as it found it for the tests after it."""
+    import re
+
+    pytest.importorskip("tensorflow")
+    import bench_conv_max
+    import keras
+
+    policy = keras.config.dtype_policy().name
+    assert bench_conv_max.main(["--batch", "3", "--length", "12", "--dim", "4",
+                                "--filters", "2", "--widths", "2", "3", "--policy", "float32",
+                                "--repeats", "1"]) == 0
+    assert keras.config.dtype_policy().name == policy
+    out = capsys.readouterr().out
+    assert re.findall(r"pool_gradient (shared|argmax) +\d+\.\d\d$", out, re.M) == [
+        "shared", "argmax"]
+    assert re.search(r"forward alone +\d+\.\d\d$", out, re.M)

@@ -88,12 +88,18 @@ def test_models_save_and_load_in_safe_mode(keras, tmp_path):
                                    atol=1e-6)
 
 
+@pytest.mark.parametrize("pool_gradient", ["shared", "argmax"])
 @pytest.mark.parametrize("activation", ["relu", "tanh", "elu", "linear"])
-def test_max_pooled_conv_equals_conv_then_pooling(keras, activation):
+def test_max_pooled_conv_equals_conv_then_pooling(keras, activation, pool_gradient):
     """MaxPooledConv1D (bias and activation after the max) against Conv1D then
     LengthMaskedMaxPooling with the same weights, in float64: outputs and the
     gradients of the input and both weights, on rows with repeated windows
-    (ties, which share the gradient), padding of every length and an empty row."""
+    (ties), padding of every length and an empty row.
+
+    ``shared`` splits a tie's gradient as the two layers do. ``argmax`` gives
+    it to one of the tied windows: the same weight gradients here (the tied
+    windows read the same inputs), the same input gradient on the rows
+    without ties, and on the tied row the same total, placed differently."""
     import tensorflow as tf
 
     from textclf.models.layers import (EndPadding, LengthMaskedMaxPooling,
@@ -107,7 +113,8 @@ def test_max_pooled_conv_equals_conv_then_pooling(keras, activation):
     rng = np.random.default_rng(5)
     table = rng.normal(size=(10, channels))
     x = tf.constant(table[np.asarray(EndPadding(width)(ids))])  # (B, T + pad, E)
-    fused = MaxPooledConv1D(filters, width, activation=activation, dtype="float64")
+    fused = MaxPooledConv1D(filters, width, activation=activation, dtype="float64",
+                            pool_gradient=pool_gradient)
     conv = keras.layers.Conv1D(filters, width, activation=activation, dtype="float64")
     pool = LengthMaskedMaxPooling(dtype="float64")
     fused.build([x.shape, ids.shape])
@@ -128,8 +135,58 @@ def test_max_pooled_conv_equals_conv_then_pooling(keras, activation):
     want, want_grads = outputs_and_gradients(lambda: pool([conv(x), ids]), conv.trainable_weights)
     got, got_grads = outputs_and_gradients(lambda: fused([x, ids]), fused.trainable_weights)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    for name, g, w in zip(["x", "kernel", "bias"], got_grads, want_grads):
+    for name, g, w in zip(["kernel", "bias"], got_grads[1:], want_grads[1:]):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, err_msg=name)
+    got_dx, want_dx = np.asarray(got_grads[0]), np.asarray(want_grads[0])
+    untied = 0 if pool_gradient == "argmax" else slice(None)  # row 0 holds the ties
+    np.testing.assert_allclose(np.delete(got_dx, untied, axis=0),
+                               np.delete(want_dx, untied, axis=0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got_dx[0].sum(axis=0), want_dx[0].sum(axis=0), rtol=1e-10)
+    if pool_gradient == "argmax" and activation != "relu":
+        # relu's flat part can zero a filter's whole gradient; elsewhere the
+        # tie's share moved onto one window, so the rows differ.
+        assert not np.allclose(got_dx[0], want_dx[0])
+
+
+def test_argmax_pool_gradient_matches_the_dense_one_on_random_inputs(keras):
+    """Where no two windows tie, the argmax gradient (computed from the winning
+    windows alone) is the dense one: float64, several widths, ragged rows."""
+    import tensorflow as tf
+
+    from textclf.models.layers import EndPadding, MaxPooledConv1D
+
+    rng = np.random.default_rng(11)
+    ids = rng.integers(1, 30, size=(7, 40)).astype(np.int32)
+    for row, length in enumerate([40, 33, 17, 5, 1, 0, 26]):
+        ids[row, length:] = 0
+    upstream = rng.normal(size=(len(ids), 6))
+    for width in (1, 3, 5):
+        x = tf.constant(rng.normal(size=(*np.shape(EndPadding(width)(ids)), 9)))
+        results = []
+        for pool_gradient in ("argmax", "shared"):
+            layer = MaxPooledConv1D(6, width, dtype="float64", pool_gradient=pool_gradient,
+                                    bias_initializer="random_normal")
+            layer.build([x.shape, ids.shape])
+            if not results:
+                weights = [rng.normal(size=w.shape) for w in layer.get_weights()]
+            layer.set_weights(weights)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(layer([x, ids]) * upstream)
+            results.append(tape.gradient(loss, [x, *layer.trainable_weights]))
+        for name, got, want in zip(["x", "kernel", "bias"], *results):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{name}, width {width}")
+
+
+def test_pool_gradient_is_saved_with_the_layer(keras):
+    from textclf.models.layers import MaxPooledConv1D
+
+    layer = MaxPooledConv1D(4, 2, pool_gradient="shared")
+    assert MaxPooledConv1D.from_config(layer.get_config()).pool_gradient == "shared"
+    assert MaxPooledConv1D(4, 2).pool_gradient == "argmax"
+    with pytest.raises(ValueError, match="pool_gradient must be one of argmax, shared"):
+        MaxPooledConv1D(4, 2, pool_gradient="first")
 
 
 def test_cnn_builder_pools_inside_the_conv_for_monotone_activations(keras):
@@ -138,6 +195,10 @@ def test_cnn_builder_pools_inside_the_conv_for_monotone_activations(keras):
     relu = build(keras, type="cnn", embedding_dim=8, filters=4, kernel_sizes=(2, 5))
     assert all(isinstance(relu.get_layer(f"conv_{k}"), MaxPooledConv1D) for k in (2, 5))
     assert not any(layer.name.startswith("max_pool_") for layer in relu.layers)
+    assert relu.get_layer("conv_2").pool_gradient == "argmax"
+    shared = build(keras, type="cnn", embedding_dim=8, filters=4, kernel_sizes=(2,),
+                   pool_gradient="shared")
+    assert shared.get_layer("conv_2").pool_gradient == "shared"
     gelu = build(keras, type="cnn", embedding_dim=8, filters=4, kernel_sizes=(2, 5),
                  activation="gelu")  # not monotone: max and gelu do not commute
     assert type(gelu.get_layer("conv_2")) is keras.layers.Conv1D

@@ -237,6 +237,11 @@ class ModelConfig:
                                 "cnn: bias and activation after the max over time, in one "
                                 "layer (the same function, faster to train; relu, tanh, elu, "
                                 "linear); false = Conv1D then pooling")
+    pool_gradient: str = _check(choice("argmax", "shared"), "argmax",
+                                "cnn, with pool_in_conv: argmax = the max's gradient to one "
+                                "winning window, computed from those windows alone (faster); "
+                                "shared = split among tied windows, as TensorFlow's reduce_max, "
+                                "through the convolution's dense backprops")
     # rnn
     cell: str = _check(choice("lstm", "gru", "simple_rnn"), "lstm", "rnn: recurrent cell")
     units: int = _check(integer(1), 128, "rnn/treenet: hidden units")
@@ -563,7 +568,7 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
 # Cross-field checks, run in order. Each is (config, raw mapping, source) -> None.
 # --------------------------------------------------------------------------
 
-_CNN_ONLY = ("kernel_sizes", "filters", "max_norm", "pool_in_conv")
+_CNN_ONLY = ("kernel_sizes", "filters", "max_norm", "pool_in_conv", "pool_gradient")
 _RNN_ONLY = ("cell", "bidirectional", "layers", "recurrent_initializer", "cpu_loop")
 _TREE_ONLY = ("tree_cell", "tree_loss")
 

@@ -35,6 +35,7 @@ def build_cnn(cfg: ModelConfig, vocab_size: int, n_classes: int,
         if cfg.pool_in_conv and activation in MONOTONE_ACTIVATIONS:
             # Bias and activation after the max: the same function, cheaper to train.
             pooled.append(MaxPooledConv1D(cfg.filters, width, name=f"conv_{width}",
+                                          pool_gradient=cfg.pool_gradient,
                                           **options)([x, ids]))  # (B, F)
             continue
         features = keras.layers.Conv1D(cfg.filters, width, name=f"conv_{width}",

@@ -105,6 +105,9 @@ class LengthMaskedMaxPooling(keras.layers.Layer):
 #: Conv activations that never decrease, so that max_t f(z_t + b) = f(max_t z_t + b).
 MONOTONE_ACTIVATIONS = ("relu", "tanh", "elu", "linear")
 
+#: How MaxPooledConv1D's max passes its gradient back (``model.pool_gradient``).
+POOL_GRADIENTS = ("argmax", "shared")
+
 
 @keras.saving.register_keras_serializable(package="textclf")
 class MaxPooledConv1D(keras.layers.Conv1D):
@@ -115,14 +118,30 @@ class MaxPooledConv1D(keras.layers.Conv1D):
     For a non-decreasing ``f`` (:data:`MONOTONE_ACTIVATIONS`) this equals the
     two layers exactly: max_t f(z_t + b) = f(max_t z_t + b), in floating point
     too, since rounding never reverses an order. The bias, the activation and
-    their gradients then touch (B, F) instead of (B, T', F), and the max's
-    gradient is written out (:func:`masked_max_over_time`): bbc_cnn trains
-    1.10-1.19x faster than with the two layers (four runs of ``make bench``'s
-    ablation, ``model.pool_in_conv: false``). Same weights and options as ``Conv1D``.
+    their gradients then touch (B, F) instead of (B, T', F): bbc_cnn trains
+    1.10-1.19x faster than with the two layers (``make bench``'s ablation,
+    ``model.pool_in_conv: false``). Same weights and options as ``Conv1D``.
+
+    ``pool_gradient`` says how the max passes its gradient back:
+
+    - ``"argmax"`` (default): to one winning window per (example, filter), as
+      PyTorch's max pooling does; the backward pass then reads only those
+      B x F windows (:func:`conv_max_over_time`) instead of running the
+      convolution's two dense backprops over (B, T', F).
+    - ``"shared"``: shared equally among tied windows, as TensorFlow's
+      ``reduce_max`` does, through the dense backprops
+      (:func:`masked_max_over_time`).
+
+    Without ties both are the same gradient (to rounding). Ties come from
+    repeated n-grams, and in bfloat16 (8 significant bits) from rounding too.
     """
 
-    def __init__(self, filters, kernel_size, **kwargs):
+    def __init__(self, filters, kernel_size, pool_gradient: str = "argmax", **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
+        if pool_gradient not in POOL_GRADIENTS:
+            raise ValueError(f"pool_gradient must be one of {', '.join(POOL_GRADIENTS)}, "
+                             f"not {pool_gradient!r}")
+        self.pool_gradient = pool_gradient
         name = keras.activations.serialize(self.activation)
         if name not in MONOTONE_ACTIVATIONS:
             raise ValueError(f"MaxPooledConv1D needs a non-decreasing activation "
@@ -141,9 +160,18 @@ class MaxPooledConv1D(keras.layers.Conv1D):
 
     def call(self, inputs):
         x, ids = inputs
-        features = self.convolution_op(x, self.kernel)  # (B, T', F), no bias yet
-        pooled = masked_max_over_time(features, valid_windows(ids, ops.shape(features)[1]))
+        windows = ops.shape(x)[1] - self.kernel_size[0] + 1
+        valid = valid_windows(ids, windows)  # (B, T')
+        kernel = ops.cast(self.kernel, self.compute_dtype)  # bfloat16 under mixed precision
+        if self.pool_gradient == "argmax":
+            pooled = conv_max_over_time(x, kernel, valid, self.convolution_op)
+        else:
+            features = self.convolution_op(x, kernel)  # (B, T', F), no bias yet
+            pooled = masked_max_over_time(features, valid)
         return self.activation(pooled + self.bias)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_gradient": self.pool_gradient}
 
     def compute_output_shape(self, input_shape):
         if not isinstance(input_shape[0], (list, tuple)):  # Conv1D.build checks x's shape
@@ -177,6 +205,67 @@ def masked_max_over_time(features, valid):
         return pooled, grad
 
     return masked_max(features)
+
+
+def conv_max_over_time(x, kernel, valid, convolution):
+    """max_t of a valid, stride-1 convolution over the valid windows, with the
+    gradient sent to one winning window per (example, filter).
+
+    x (B, T, E), kernel (K, E, F), valid (B, T') bool with T' = T - K + 1,
+    ``convolution(x, kernel)`` -> (B, T', F). Returns (B, F).
+
+    The max passes its gradient to the window ``w[b, f]`` that won it, so the
+    convolution's gradients need only the B x F winning windows:
+
+    - dkernel[k, e, f] = sum_b d[b, f] x[b, w[b, f] + k, e]: a gather of the
+      windows and F products of (1 x B) @ (B x K*E);
+    - dx[b, w[b, f] + k, :] += d[b, f] kernel[k, :, f]: B x F x K rows of E,
+      summed into place in at least float32.
+
+    That is O(B F K E) work, where the dense backprops (what ``"shared"``
+    runs) are O(B T' F K E) each.
+    """
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def conv_max(x, kernel):
+        features = convolution(x, kernel)  # (B, T', F)
+        masked = tf.where(valid[:, :, None], features, _very_negative(features.dtype))
+        # Compared in float32 (exact for 16-bit floats), where a CPU's argmax is faster.
+        scores = masked if masked.dtype in (tf.float32, tf.float64) else tf.cast(masked, tf.float32)
+        winners = tf.argmax(scores, axis=1, output_type=tf.int32)  # (B, F)
+        batch, windows, filters = tf.shape(masked)[0], tf.shape(masked)[1], tf.shape(masked)[2]
+        flat_winners = ((tf.range(batch)[:, None] * windows + winners) * filters
+                        + tf.range(filters)[None, :])  # (B, F) into masked, flattened
+        pooled = tf.gather(tf.reshape(masked, [-1]), flat_winners)  # (B, F): the max
+
+        def grad(d_pooled):
+            steps, dim, width = tf.shape(x)[1], tf.shape(x)[2], tf.shape(kernel)[0]
+            # Row of x (flattened to (B*T, E)) under tap k of each winning window.
+            starts = winners + (tf.range(batch) * steps)[:, None]  # (B, F)
+            rows = starts[:, :, None] + tf.range(width)  # (B, F, K)
+
+            # dkernel, filter-major so that each filter is one (1 x B) @ (B x K*E).
+            flat_x = tf.reshape(x, [-1, dim])
+            windows = tf.gather(flat_x, tf.transpose(rows, [1, 0, 2]))  # (F, B, K, E)
+            windows = tf.reshape(windows, [filters, batch, width * dim])
+            d_kernel = tf.matmul(tf.transpose(d_pooled)[:, None, :], windows)  # (F, 1, K*E)
+            d_kernel = tf.transpose(tf.reshape(d_kernel, [filters, width, dim]), [1, 2, 0])
+
+            # dx: each winning window adds d * its filter's taps; summed in at
+            # least float32, as a dense backprop accumulates.
+            wide = tf.float64 if x.dtype == tf.float64 else tf.float32
+            taps = tf.transpose(tf.cast(kernel, wide), [2, 0, 1])  # (F, K, E)
+            added = tf.cast(d_pooled, wide)[:, :, None, None] * taps[None]  # (B, F, K, E)
+            d_x = tf.math.unsorted_segment_sum(tf.reshape(added, [-1, dim]),
+                                               tf.reshape(rows, [-1]), batch * steps)
+            d_x = tf.reshape(tf.cast(d_x, x.dtype), tf.shape(x))
+            return d_x, tf.cast(d_kernel, kernel.dtype)
+
+        return pooled, grad
+
+    # A tensor, not a variable: custom_gradient then differentiates the read.
+    return conv_max(x, tf.convert_to_tensor(kernel))
 
 
 @keras.saving.register_keras_serializable(package="textclf")
