@@ -123,6 +123,13 @@ def test_length_masked_max_pool_matches_keras_with_ties():
     d = layers.length_masked_max_pool_backward(g, cache)
     np.testing.assert_allclose(d, d_k, **F64)
     assert d[0, 0, 0] == d[0, 1, 0] == g[0, 0] / 2  # the tie shares the gradient
+    first = layers.length_masked_max_pool_backward(g, cache, ties="first")
+    assert first[0, 0, 0] == g[0, 0] and first[0, 1, 0] == 0  # or the first window takes it
+    np.testing.assert_array_equal(first.sum(axis=1), g)  # one window each, masked ones never
+    untied = np.ones(d.shape[1:], bool)
+    untied[:, 0] = False  # filter 0 of row 0 holds the tie
+    np.testing.assert_array_equal(first[0][untied], d[0][untied])
+    np.testing.assert_array_equal(first[1:], d[1:])
 
 
 @pytest.mark.parametrize("with_mask", [True, False])

@@ -101,6 +101,35 @@ def test_whole_model_gradients_by_central_differences(name):
     assert errors[worst] < 1e-6, f"{worst}: {errors[worst]:.2e}"
 
 
+@pytest.mark.parametrize("pool_gradient, ties", [("argmax", "first"), ("shared", "shared")])
+def test_the_reference_follows_the_layers_rule_for_ties(pool_gradient, ties):
+    """Two tokens with the same embedding row make different windows tie
+    exactly. MaxPooledConv1D's argmax gives the first of them the gradient,
+    sharing splits it: the embedding gradients then differ, and the NumPy
+    model must apply the rule the layer was built with (read from its config)."""
+    from textclf.models import build_model
+
+    keras.utils.set_random_seed(0)
+    config = ModelConfig(type="cnn", embedding_dim=6, kernel_sizes=(1,), filters=5,
+                         pool_gradient=pool_gradient)
+    model = build_model(config, VOCAB, CLASSES)
+    rng = np.random.default_rng(4)
+    table = rng.uniform(-1, 1, size=(VOCAB, 6)).astype(np.float32)
+    table[8] = table[7]  # tokens 7 and 8: different ids, identical windows
+    model.get_layer("embedding").set_weights([table])
+    ids = np.array([[7, 8, 7, 0], [8, 3, 7, 5], [2, 3, 4, 5]], dtype=np.int32)
+    labels = np.array([0, 1, 2])
+    reference = NumpyModel.from_keras(model)
+    assert [conv["ties"] for conv in reference.spec["convs"]] == [ties]
+    report = check_run(model, reference, ids, labels, gradients=True)
+    assert report.ok, format_check(report)
+    # The other rule misplaces the gradient between rows 7 and 8.
+    other = "shared" if ties == "first" else "first"
+    reference.spec["convs"][0]["ties"] = other
+    report = check_run(model, reference, ids, labels, gradients=True)
+    assert {d.name for d in report.gradients if not d.ok} == {"embedding/embeddings"}
+
+
 def test_a_wrong_numpy_weight_fails_the_check():
     model = build("lstm")
     reference = NumpyModel.from_keras(model)

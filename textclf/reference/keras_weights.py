@@ -162,9 +162,12 @@ def model_spec(model) -> dict:
             # A Conv1D is followed by max_pool_K; a MaxPooledConv1D pools inside
             # (pool None: its output is the pooled one). Both are f(conv + b), then the max.
             pool = f"max_pool_{width}"
+            # How the max's gradient meets ties: MaxPooledConv1D's argmax sends it
+            # to the first maximal window, pooling layers share it.
+            ties = "first" if config.get("pool_gradient") == "argmax" else "shared"
             convs.append({"name": name, "width": width, "filters": int(config["filters"]),
                           "activation": config["activation"],
-                          "pool": pool if pool in names else None})
+                          "pool": pool if pool in names else None, "ties": ties})
         spec.update(type="cnn", pad=int(model.get_layer("end_padding").pad), convs=convs)
     elif "mean_pool" in names:
         recurrent = [recurrent_spec(model.get_layer(name)) for name in names

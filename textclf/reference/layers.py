@@ -90,13 +90,21 @@ def length_masked_max_pool(features: np.ndarray, ids: np.ndarray) -> tuple[np.nd
     return pooled, (masked, pooled, valid)
 
 
-def length_masked_max_pool_backward(d_pooled: np.ndarray, cache: tuple) -> np.ndarray:
+def length_masked_max_pool_backward(d_pooled: np.ndarray, cache: tuple,
+                                    ties: str = "shared") -> np.ndarray:
     """d_pooled (B, F) -> d_features (B, T', F).
 
-    Ties share the gradient equally, as TensorFlow's gradient of ``reduce_max``
-    does (ReLU features often tie at 0; repeated n-grams tie exactly).
+    ``ties="shared"``: tied windows share the gradient equally, as TensorFlow's
+    gradient of ``reduce_max`` does (ReLU features often tie at 0; repeated
+    n-grams tie exactly). ``ties="first"``: the first maximal window takes it
+    all, as ``MaxPooledConv1D(pool_gradient="argmax")`` does.
     """
     masked, pooled, valid = cache
+    if ties == "first":
+        first = masked.argmax(axis=1)  # (B, F): the first maximum, never a masked window
+        d_features = np.zeros(masked.shape, dtype=d_pooled.dtype)
+        np.put_along_axis(d_features, first[:, None, :], d_pooled[:, None, :], axis=1)
+        return d_features
     winners = (masked == pooled[:, None, :]) & valid[..., None]
     share = winners / np.maximum(winners.sum(axis=1, keepdims=True), 1)
     return share.astype(d_pooled.dtype) * d_pooled[:, None, :]

@@ -193,7 +193,8 @@ class NumpyModel:
             filters = conv["filters"]
             d_pooled = d_features[:, offset:offset + filters]
             offset += filters
-            d_y = layers.length_masked_max_pool_backward(d_pooled, pool_cache)
+            d_y = layers.length_masked_max_pool_backward(d_pooled, pool_cache,
+                                                         conv.get("ties", "shared"))
             w = self._params(conv["name"])
             dx, g = layers.conv1d_backward(w["kernel"], d_y, conv_cache)
             grads.update({f"{conv['name']}/{k}": v for k, v in g.items()})
