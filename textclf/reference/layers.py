@@ -97,7 +97,10 @@ def length_masked_max_pool_backward(d_pooled: np.ndarray, cache: tuple,
     ``ties="shared"``: tied windows share the gradient equally, as TensorFlow's
     gradient of ``reduce_max`` does (ReLU features often tie at 0; repeated
     n-grams tie exactly). ``ties="first"``: the first maximal window takes it
-    all, as ``MaxPooledConv1D(pool_gradient="argmax")`` does.
+    all, as ``MaxPooledConv1D(pool_gradient="argmax")`` does. The layer takes
+    the argmax of z before ``f(z + b)``, this one of the features after it:
+    the same window wherever ``f`` is increasing, and where relu is flat no
+    gradient passes either way.
     """
     masked, pooled, valid = cache
     if ties == "first":
