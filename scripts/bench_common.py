@@ -382,12 +382,12 @@ class Architecture:
     def from_model_config(cls, model, n_classes: int) -> "Architecture":
         """From a textclf ``ModelConfig`` (textclf's builders: cnn pads by max(K))."""
         if model.type == "cnn":
-            from textclf.models.layers import MONOTONE_ACTIVATIONS
+            from textclf.models.cnn import pools_in_conv
 
-            max_pooled = model.pool_in_conv and (model.activation or "relu") in MONOTONE_ACTIVATIONS
             return cls("cnn", model.embedding_dim, n_classes, tuple(model.kernel_sizes),
                        model.filters, max(model.kernel_sizes),
-                       argmax_pool_gradient=max_pooled and model.pool_gradient == "argmax")
+                       argmax_pool_gradient=pools_in_conv(model)
+                       and model.pool_gradient == "argmax")
         return cls("rnn", model.embedding_dim, n_classes, cell=model.cell, units=model.units,
                    layers=model.layers, bidirectional=model.bidirectional)
 

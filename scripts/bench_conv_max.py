@@ -107,7 +107,8 @@ def report(args) -> None:
     forward_ms = None
     for pool_gradient in ("shared", "argmax"):
         train_step, forward_step = branch_steps(args, pool_gradient)
-        forward_ms = forward_ms or ms_per_step(forward_step, args.repeats)
+        if forward_ms is None:  # the forward pass is the same for both gradients
+            forward_ms = ms_per_step(forward_step, args.repeats)
         print(f"  forward + backward, pool_gradient {pool_gradient:7s}"
               f" {ms_per_step(train_step, args.repeats):7.2f}")
     print(f"  forward alone {'':24s} {forward_ms:7.2f}")

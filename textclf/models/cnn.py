@@ -11,6 +11,12 @@ from .layers import (MONOTONE_ACTIVATIONS, EndPadding, LengthMaskedMaxPooling,
                      MaxPooledConv1D)
 
 
+def pools_in_conv(cfg: ModelConfig) -> bool:
+    """Whether each branch is one :class:`MaxPooledConv1D` (bias and activation
+    after the max): ``model.pool_in_conv`` and a non-decreasing activation."""
+    return cfg.pool_in_conv and (cfg.activation or "relu") in MONOTONE_ACTIVATIONS
+
+
 def build_cnn(cfg: ModelConfig, vocab_size: int, n_classes: int,
               pretrained: np.ndarray | None = None, trainable: bool = True) -> keras.Model:
     """Token ids (B, T) int32, 0 = padding -> class probabilities (B, n_classes).
@@ -32,7 +38,7 @@ def build_cnn(cfg: ModelConfig, vocab_size: int, n_classes: int,
     for width in cfg.kernel_sizes:
         options = dict(kernel_initializer=cfg.kernel_initializer,
                        kernel_regularizer=regularizer(cfg), activation=activation)
-        if cfg.pool_in_conv and activation in MONOTONE_ACTIVATIONS:
+        if pools_in_conv(cfg):
             # Bias and activation after the max: the same function, cheaper to train.
             pooled.append(MaxPooledConv1D(cfg.filters, width, name=f"conv_{width}",
                                           pool_gradient=cfg.pool_gradient,
