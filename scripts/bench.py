@@ -53,7 +53,7 @@ DATASETS = {
     "imdb": {"title": "IMDB", "cnn": "configs/imdb_cnn.yaml", "rnn": "configs/imdb_rnn.yaml",
              "needs": SHARED_DATA / "imdb"},
 }
-SKIPPABLE = ("rows", "peers", "process", "memory", "ablation", "reference", "lstm")
+SKIPPABLE = ("rows", "extras", "peers", "process", "memory", "ablation", "reference", "lstm")
 
 
 @dataclass
@@ -80,6 +80,7 @@ class Settings:
     command: str = ""
     from_json: Path | None = None  # re-render this run's raw numbers, measure nothing
     stop_after: float | None = None  # seconds: start no worker past this, still write the report
+    ablation_match: str | None = None  # regex: only these lever variants (and "shipped")
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -98,7 +99,8 @@ def parse_args(argv=None) -> tuple[Settings, Path | None]:
                                            "quick: bbc)")
     parser.add_argument("--skip", default="",
                         help=f"comma list of: {', '.join(SKIPPABLE)} (rows: every dataset's "
-                             "textclf, naive and peer rows, e.g. for an ablation-only run)")
+                             "textclf, naive and peer rows, e.g. for an ablation-only run; "
+                             "extras: textclf's NumPy-engine and batch-32 predictions)")
     parser.add_argument("--epochs", type=int, help="BBC: max epochs for textclf and naive "
                                                    "(default: each recipe's own)")
     parser.add_argument("--imdb-epochs", type=int, help="IMDB epochs (default 2; quick 1)")
@@ -109,6 +111,9 @@ def parse_args(argv=None) -> tuple[Settings, Path | None]:
     parser.add_argument("--memory-lines", help="short,long input lines for the predict "
                                                "memory check (default 10000,1000000)")
     parser.add_argument("--ablation-epochs", type=int, help="epochs per ablation variant (3)")
+    parser.add_argument("--ablation-match", metavar="REGEX",
+                        help="run only the ablation variants whose name matches (re.search), "
+                             "beside the shipped recipe (a leased machine's short time)")
     parser.add_argument("--repeats", type=int, help="whole-process timings: runs each (3)")
     parser.add_argument("--stop-after", type=float, metavar="MINUTES",
                         help="start no new training or prediction worker after this many "
@@ -129,6 +134,12 @@ def parse_args(argv=None) -> tuple[Settings, Path | None]:
     for name in skip:
         if name not in SKIPPABLE:
             parser.error(f"--skip: unknown {name!r} (known: {', '.join(SKIPPABLE)})")
+    if args.ablation_match is not None:
+        try:
+            re.compile(args.ablation_match)
+        except re.error as error:
+            parser.error(f"--ablation-match: not a regular expression ({error}): "
+                         f"{args.ablation_match!r}")
     quick = args.quick
 
     def pick(value, full, small):
@@ -157,6 +168,7 @@ def parse_args(argv=None) -> tuple[Settings, Path | None]:
                                                            else sys.argv[1:])]),
         from_json=args.from_json,
         stop_after=None if args.stop_after is None else args.stop_after * 60,
+        ablation_match=args.ablation_match,
     ), args.json
 
 
@@ -369,7 +381,7 @@ def bench_dataset(settings: Settings, dataset: str) -> list[Result]:
                 "recipe": recipe, "overrides": overrides + extra, "predict_batch": 256}
         result = _result(run_worker(settings, "bench_textclf.py", "run", spec), spec, "textclf")
         results.append(result)
-        if result.error is None:
+        if result.error is None and "extras" not in settings.skip:
             more = {**spec, "name": f"{spec['name']}_predict_extras",
                     "run_dir": result.extra["run_dir"],
                     "numpy_predict_docs": settings.numpy_predict_docs,
@@ -588,6 +600,9 @@ def ablation(settings: Settings) -> list[dict]:
         variants = lever_variants(recipe, family, settings.gpu)
         if settings.quick:  # the code paths only: the baseline and one dtype switch
             variants = variants[:1] + variants[-1:]
+        if settings.ablation_match:
+            variants = variants[:1] + [v for v in variants[1:]
+                                       if re.search(settings.ablation_match, v["name"])]
         rows = []
         # One process per variant: a fresh TensorFlow chooses its own threads
         # (textclf.runtime.fused_loops_get_one_thread_per_op).

@@ -23,6 +23,52 @@ def test_no_worker_starts_past_stop_after(tmp_path, monkeypatch):
     assert started == [] and result["error"].startswith("not run: past --stop-after")
 
 
+def test_ablation_match_keeps_the_shipped_recipe_and_the_matching_levers(tmp_path, monkeypatch):
+    settings, _ = bench.parse_args(["--datasets", "bbc", "--workdir", str(tmp_path),
+                                    "--ablation-match", "dense backprops|Keras' Adam"])
+    settings.data_overrides = {"bbc": []}  # main() fills it (quick subsets)
+    specs = []
+
+    def fake_worker(settings, script, task, spec, env=None):
+        specs.append(spec)
+        return {"variants": [{**spec["variants"][0], "epoch_train_seconds": [1.0]}]}
+
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    tables = bench.ablation(settings)
+    names = {table["family"]: [v["name"] for v in table["variants"]] for table in tables}
+    assert names == {"cnn": ["shipped", "max's gradient through dense backprops", "Keras' Adam"],
+                     "rnn": ["shipped", "Keras' Adam"]}
+    assert len(specs) == 5
+
+
+def test_ablation_match_must_be_a_regular_expression(capsys):
+    with pytest.raises(SystemExit) as raised:
+        bench.parse_args(["--ablation-match", "Keras' (Adam"])
+    assert raised.value.code == 2
+    assert "--ablation-match: not a regular expression" in capsys.readouterr().err
+
+
+def test_skipping_extras_runs_no_prediction_extras(tmp_path, monkeypatch):
+    settings, _ = bench.parse_args(["--datasets", "bbc", "--skip", "extras,peers",
+                                    "--workdir", str(tmp_path)])
+    settings.data_overrides = {"bbc": []}
+    tasks = []
+
+    def fake_worker(settings, script, task, spec, env=None):
+        tasks.append(task)
+        return {"contender": spec["contender"], "dataset": "bbc", "family": spec["family"],
+                "kind": "textclf", "extra": {"run_dir": str(tmp_path)}}
+
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    monkeypatch.setattr(bench, "recipe_defaults", lambda recipe: (1, 1))
+    bench.bench_dataset(settings, "bbc")
+    assert tasks == ["train", "train", "run", "run"]
+    settings.skip = {"peers"}  # and without the skip, each textclf row has its extras
+    tasks.clear()
+    bench.bench_dataset(settings, "bbc")
+    assert tasks == ["train", "train", "run", "predict_extras", "run", "predict_extras"]
+
+
 @pytest.mark.parametrize("recipe, family", [("bbc_cnn", "cnn"), ("bbc_rnn", "rnn")])
 def test_ablation_times_keras_adam_against_the_fused_one(recipe, family):
     variants = bench.lever_variants(ROOT / "configs" / f"{recipe}.yaml", family, gpu=False)
