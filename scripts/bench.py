@@ -534,7 +534,8 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     """The shipped recipe, then each training lever flipped alone.
 
     A lever the recipe uses is turned off (what it buys), one it leaves off
-    is turned on (what it would buy): bucketing, MaxPooledConv1D (bias and
+    is turned on (what it would buy): bucketing, stop-word removal (off only),
+    MaxPooledConv1D (bias and
     activation after the max), its gradient from the winning windows alone
     (``model.pool_gradient``), textclf's fused recurrent loop (CPU only: on a
     GPU both settings run cuDNN's kernel), Adam's fused kernel (Keras' class
@@ -551,6 +552,8 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     variants = [{"name": "shipped", "overrides": []}]
     if train.bucketing:
         variants.append({"name": "bucketing off", "overrides": ["train.bucketing=false"]})
+    if config.text.stop_words is not None:
+        variants.append({"name": "stop words kept", "overrides": ["text.stop_words=null"]})
     if family == "cnn" and model.pool_in_conv:
         variants.append({"name": "Conv1D then pooling", "overrides": ["model.pool_in_conv=false"]})
         if model.pool_gradient == "argmax":

@@ -75,6 +75,13 @@ def test_ablation_times_keras_adam_against_the_fused_one(recipe, family):
     assert {"name": "Keras' Adam", "overrides": ["train.optimizer=keras_adam"]} in variants
 
 
+def test_ablation_keeps_the_stop_words_of_a_recipe_that_drops_them():
+    variants = bench.lever_variants(ROOT / "configs" / "bbc_rnn.yaml", "rnn", gpu=False)
+    assert {"name": "stop words kept", "overrides": ["text.stop_words=null"]} in variants
+    plain = bench.lever_variants(ROOT / "configs" / "bbc_cnn.yaml", "cnn", gpu=False)
+    assert not any(v["name"] == "stop words kept" for v in plain)
+
+
 def test_ablation_times_the_dense_max_gradient_for_the_cnn_only():
     cnn = bench.lever_variants(ROOT / "configs" / "bbc_cnn.yaml", "cnn", gpu=False)
     assert {"name": "max's gradient through dense backprops",

@@ -167,6 +167,7 @@ def _check(checker: Checker, default: Any = None, doc: str = "") -> Any:
 
 
 BUILTIN_DATASETS = ("bbc-news",)
+STOP_WORD_LISTS = ("english",)  # shipped in textclf/stop_words/; anything else is a file
 DATA_FORMATS = ("auto", "tsv", "csv", "jsonl", "fasttext", "folder", "lines", "ptb_trees")
 
 # --------------------------------------------------------------------------
@@ -212,6 +213,10 @@ class TextConfig:
     max_tokens: int = _check(integer(2), 20000, "vocabulary size, padding and OOV included")
     min_count: int = _check(integer(1), 1, "drop tokens seen fewer times in training data")
     max_length: int = _check(integer(1), 400, "tokens kept per document (longer ones are cut)")
+    stop_words: str | None = _check(optional(string), None,
+                                    "tokens removed before the max_length cut: english "
+                                    "(textclf's list of function words) or a file, one word "
+                                    "per line")
     embeddings: str | None = _check(optional(string), None,
                                     "pretrained word vectors (word2vec/GloVe text format)")
     embeddings_trainable: bool = _check(boolean, True,
@@ -561,6 +566,8 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
     text = config.text
     if text.embeddings is not None:
         text = dataclasses.replace(text, embeddings=resolve((text.embeddings,))[0])
+    if text.stop_words is not None and text.stop_words not in STOP_WORD_LISTS:
+        text = dataclasses.replace(text, stop_words=resolve((text.stop_words,))[0])
     return dataclasses.replace(config, data=data, text=text)
 
 
@@ -644,10 +651,18 @@ def _check_tree_monitor(config, raw, source):
                           config.train.monitor, source)
 
 
+def _check_tree_stop_words(config, raw, source):
+    """A tree net reads every leaf of its parse trees (each carries a label)."""
+    if config.model.type == "treenet" and config.text.stop_words is not None:
+        raise ConfigError("text.stop_words", "left out for model.type treenet",
+                          config.text.stop_words, source)
+
+
 _CROSS_CHECKS = (_check_train_data_given, _check_split_fractions,
                  _check_model_options_match_type, _check_momentum,
                  _check_warmup_needs_schedule, _check_tree_format,
-                 _check_devices_need_mirrored, _check_tree_rnn_sizes, _check_tree_monitor)
+                 _check_devices_need_mirrored, _check_tree_rnn_sizes, _check_tree_monitor,
+                 _check_tree_stop_words)
 
 
 # --------------------------------------------------------------------------

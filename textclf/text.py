@@ -7,11 +7,12 @@ character split, vocabulary) lives in one object that Keras serialises.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .config import TextConfig
+from .config import STOP_WORD_LISTS, TextConfig
 
 PADDING_ID = 0  # '' in the vocabulary
 OOV_ID = 1  # '[UNK]'
@@ -28,6 +29,41 @@ def standardize_mode(cfg: TextConfig) -> str | None:
     return None
 
 
+STOP_WORDS_FOLDER = Path(__file__).parent / "stop_words"
+
+
+def stop_words(cfg: TextConfig) -> list[str]:
+    """``text.stop_words`` as tokens: each listed word standardised as the text
+    is (``lower``, punctuation), in the list's order, without repeats, and
+    without words that cannot be one token (a space under the whitespace split,
+    more than one character under the character split). [] when unset.
+
+    The list is ``english`` (textclf/stop_words/english.txt) or a UTF-8 file,
+    one word per line; blank lines and lines starting with "#" are skipped.
+    """
+    from .errors import ConfigError, DataError
+    from .reference.vectorize import split, standardize
+
+    if cfg.stop_words is None:
+        return []
+    path = (STOP_WORDS_FOLDER / f"{cfg.stop_words}.txt" if cfg.stop_words in STOP_WORD_LISTS
+            else Path(cfg.stop_words))
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError("text.stop_words", f"one of {', '.join(STOP_WORD_LISTS)} or a "
+                          f"file of words", cfg.stop_words) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 ({exc.reason})", str(path)) from None
+    mode = standardize_mode(cfg)
+    words = []
+    for line in lines:
+        word = standardize(line.strip(), mode)
+        if line.strip() and not line.lstrip().startswith("#") and split(word, cfg.split) == [word]:
+            words.append(word)
+    return list(dict.fromkeys(words))
+
+
 def build_vectorizer(cfg: TextConfig, train_texts: Sequence[str]):
     """Adapt a TextVectorization on ``train_texts`` only (no leakage from valid/test).
 
@@ -35,6 +71,11 @@ def build_vectorizer(cfg: TextConfig, train_texts: Sequence[str]):
     unbounded vocabulary, the training texts are counted through it, and the
     vocabulary is cut to tokens seen ``min_count`` times, most frequent first,
     ``max_tokens`` in all (padding and OOV included).
+
+    With ``text.stop_words``, the stop words take ids 2 .. n + 1, right after
+    the OOV token, whether the training texts hold them or not, so that one
+    id range marks them (:func:`remove_stop_words`); the most frequent other
+    tokens fill the rest.
 
     Returns the layer (raw strings (B,) -> ids (B, T), right-padded with 0).
     """
@@ -51,8 +92,15 @@ def build_vectorizer(cfg: TextConfig, train_texts: Sequence[str]):
     for batch in corpus:
         ids = counting(batch).flat_values.numpy()
         counts += np.bincount(ids, minlength=len(full_vocabulary))
-    kept = [token for token, count in zip(full_vocabulary[2:], counts[2:])
-            if count >= cfg.min_count and is_line_safe(token)][: cfg.max_tokens - 2]
+    stop = stop_words(cfg)
+    if len(stop) + 2 >= cfg.max_tokens:
+        from .errors import ConfigError
+        raise ConfigError("text.max_tokens", f"above {len(stop) + 2} (padding, OOV and the "
+                          f"{len(stop)} stop words)", cfg.max_tokens)
+    listed = set(stop)
+    kept = stop + [token for token, count in zip(full_vocabulary[2:], counts[2:])
+                   if count >= cfg.min_count and is_line_safe(token)
+                   and token not in listed][: cfg.max_tokens - 2 - len(stop)]
     vectorizer = keras.layers.TextVectorization(**options)
     vectorizer.set_vocabulary(kept)
     return vectorizer
@@ -70,9 +118,21 @@ def is_line_safe(token: str) -> bool:
     return token.splitlines() == [token]
 
 
-def vectorize(vectorizer, texts: Sequence[str], max_length: int,
+def remove_stop_words(ids, n_stop_words: int):
+    """(B, T) ids, dense or ragged -> ragged (B, None): each row without the
+    stop words' ids (2 .. n + 1, see :func:`build_vectorizer`) and without
+    padding, in order."""
+    import tensorflow as tf
+
+    keep = tf.logical_or(tf.equal(ids, OOV_ID), ids >= OOV_ID + 1 + n_stop_words)
+    return tf.ragged.boolean_mask(ids, keep)
+
+
+def vectorize(vectorizer, texts: Sequence[str], max_length: int, n_stop_words: int = 0,
               batch_size: int = 2048) -> list[np.ndarray]:
-    """Token ids of each text, cut to ``max_length``: a list of 1-D int32 arrays.
+    """Token ids of each text, without its stop words, cut to ``max_length``:
+    a list of 1-D int32 arrays (what the saved model's ``truncate`` layer
+    passes on, :class:`textclf.models.layers.TruncateTokens`).
 
     Kept unpadded so the training batches can be padded only to their longest
     member (length bucketing).
@@ -83,7 +143,10 @@ def vectorize(vectorizer, texts: Sequence[str], max_length: int,
     out: list[np.ndarray] = []
     for start in range(0, len(texts), batch_size):
         chunk = tf.constant(list(texts[start:start + batch_size]))
-        ragged = ragged_layer(chunk)[:, :max_length]
+        ragged = ragged_layer(chunk)
+        if n_stop_words:
+            ragged = remove_stop_words(ragged, n_stop_words)
+        ragged = ragged[:, :max_length]
         values = ragged.flat_values.numpy().astype(np.int32)
         splits = ragged.row_splits.numpy()
         out.extend(values[splits[i]:splits[i + 1]] for i in range(len(splits) - 1))

@@ -218,12 +218,13 @@ class Prepared:
     label_ids: dict  # split name -> (N,) int64
     split_record: dict | None
     vectorizer: object
+    n_stop_words: int = 0  # vocabulary ids 2 .. n + 1 (textclf.text.build_vectorizer)
 
 
 def prepare_data(cfg: Config, vocabulary: list[str] | None = None) -> Prepared:
     """Read the splits and tokenise them; adapt the vectoriser unless given a vocabulary."""
     from .data import load_splits
-    from .text import build_vectorizer, vectorize
+    from .text import build_vectorizer, stop_words, vectorize
 
     splits = load_splits(cfg.data)
     for line in splits.summaries():
@@ -235,6 +236,7 @@ def prepare_data(cfg: Config, vocabulary: list[str] | None = None) -> Prepared:
     if len(splits.train) < len(labels):
         raise DataError(f"{len(splits.train)} training examples for {len(labels)} classes; "
                         f"need at least one per class", "data.train")
+    n_stop_words = len(stop_words(cfg.text))
     if vocabulary is None:
         vectorizer = build_vectorizer(cfg.text, splits.train.texts)
     else:
@@ -249,10 +251,12 @@ def prepare_data(cfg: Config, vocabulary: list[str] | None = None) -> Prepared:
     for name in ("train", "valid", "test"):
         part = getattr(splits, name)
         if part is not None:
-            sequences[name] = vectorize(vectorizer, part.texts, cfg.text.max_length)
+            sequences[name] = vectorize(vectorizer, part.texts, cfg.text.max_length,
+                                        n_stop_words)
             label_ids[name] = np.asarray(splits.label_map.encode(part.labels, f"{name} data"))
     return Prepared(labels=labels, sequences=sequences, label_ids=label_ids,
-                    split_record=split_record(cfg, splits), vectorizer=vectorizer)
+                    split_record=split_record(cfg, splits), vectorizer=vectorizer,
+                    n_stop_words=n_stop_words)
 
 
 def split_record(cfg: Config, splits) -> dict | None:
@@ -266,8 +270,9 @@ def split_record(cfg: Config, splits) -> dict | None:
             **{name: idx.tolist() for name, idx in splits.indices.items()}}
 
 
-def end_to_end_model(vectorizer, classifier, max_length: int):
-    """Raw strings (B,) -> probabilities (B, C): the model a run directory holds.
+def end_to_end_model(vectorizer, classifier, max_length: int, n_stop_words: int = 0):
+    """Raw strings (B,) -> probabilities (B, C): the model a run directory holds
+    (``n_stop_words``: ids 2 .. n + 1 are stop words, removed before the cut).
 
     It wraps an uncompiled copy of ``classifier``, so that model.keras holds
     no optimizer (:func:`textclf.models.common.uncompiled_copy`).
@@ -279,7 +284,7 @@ def end_to_end_model(vectorizer, classifier, max_length: int):
 
     text = keras.Input(shape=(), dtype="string", name="text")
     ids = vectorizer(text)
-    ids = TruncateTokens(max_length, name="truncate")(ids)
+    ids = TruncateTokens(max_length, n_stop_words, name="truncate")(ids)
     probabilities = uncompiled_copy(classifier)(ids)
     return keras.Model(text, probabilities, name="textclf")
 
@@ -503,7 +508,8 @@ def _run_classifier_training(cfg: Config, target: Path, work: Path, progress: di
                            "train.learning_rate or set train.clipnorm")
     train_seconds = time.perf_counter() - started
 
-    model = end_to_end_model(data.vectorizer, classifier, cfg.text.max_length)
+    model = end_to_end_model(data.vectorizer, classifier, cfg.text.max_length,
+                             data.n_stop_words)
     metrics = {}
     for split in [name for name in ("valid", "test") if name in data.sequences]:
         probabilities = predict_ids(classifier, data.sequences[split], cfg.train.batch_size,

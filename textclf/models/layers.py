@@ -13,8 +13,9 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="textclf")
 class TruncateTokens(keras.layers.Layer):
-    """Keep at most ``max_length`` tokens of each row, and at least one column:
-    (B, T) -> (B, max(1, min(T, max_length))).
+    """Drop the stop words' ids, then keep at most ``max_length`` tokens of each
+    row, and at least one column: (B, T) -> (B, max(1, min(T', max_length))),
+    T' = the longest row left.
 
     TextVectorization with ``output_sequence_length=None`` pads each batch only to
     its longest document, which is what makes short-text prediction cheap; this
@@ -23,23 +24,33 @@ class TruncateTokens(keras.layers.Layer):
     (they read the first step); it gets one padding column instead, masked like
     any padding, so every model gives an empty text what it gives it in a
     batch with longer ones.
+
+    ``stop_words`` = n: ids 2 .. n + 1 are the recipe's ``text.stop_words``
+    (textclf.text.build_vectorizer puts them there); they are removed before
+    the cut, as in training (textclf.text.vectorize).
     """
 
-    def __init__(self, max_length: int, **kwargs):
+    def __init__(self, max_length: int, stop_words: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.max_length = int(max_length)
+        self.stop_words = int(stop_words)
 
     def call(self, ids):
+        if self.stop_words:
+            from ..text import remove_stop_words
+
+            ids = remove_stop_words(ids, self.stop_words).to_tensor(default_value=0)
         ids = ids[:, : self.max_length]
         missing = ops.maximum(1 - ops.shape(ids)[1], 0)  # 1 for a (B, 0) batch, else 0
         return ops.concatenate([ids, ops.zeros((ops.shape(ids)[0], missing), ids.dtype)], axis=1)
 
     def compute_output_shape(self, input_shape):
-        steps = input_shape[1]
+        steps = None if self.stop_words else input_shape[1]
         return (input_shape[0], None if steps is None else max(1, min(steps, self.max_length)))
 
     def get_config(self):
-        return {**super().get_config(), "max_length": self.max_length}
+        return {**super().get_config(), "max_length": self.max_length,
+                "stop_words": self.stop_words}
 
 
 @keras.saving.register_keras_serializable(package="textclf")

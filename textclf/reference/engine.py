@@ -64,7 +64,8 @@ class NumpyEngine:
         if vocabulary is None:
             vocabulary = read_vocabulary(run_dir / VOCABULARY_FILE)
         self.vectorizer = Vectorizer(vocabulary, text["standardize"], text["split"],
-                                     text["max_length"], text.get("output_sequence_length"))
+                                     text["max_length"], text.get("output_sequence_length"),
+                                     text.get("stop_words", 0))
         self.model = NumpyModel.from_npz(npz, dtype)
         self.batch_size = int(batch_size)
 

@@ -11,7 +11,8 @@ without pickle (``np.load(..., allow_pickle=False)`` reads it):
 - ``__spec__``: the architecture as UTF-8 JSON in a uint8 array
   (:func:`textclf.reference.keras_weights.model_spec`);
 - ``__text__`` (end-to-end model only): JSON with ``standardize``, ``split``,
-  ``max_length``, ``output_sequence_length`` and the ``vocabulary`` list (line i =
+  ``max_length``, ``output_sequence_length``, ``stop_words`` (how many ids
+  after ``[UNK]`` are dropped) and the ``vocabulary`` list (line i =
   id i), so a token containing a line break survives (``vocabulary.txt``,
   one token per line, cannot hold the character-level token "\\n").
 """
@@ -54,6 +55,7 @@ def text_settings(end_to_end) -> dict:
     return {"standardize": standardize, "split": split,
             "output_sequence_length": config.get("output_sequence_length"),
             "max_length": None if truncate is None else int(truncate.max_length),
+            "stop_words": 0 if truncate is None else int(getattr(truncate, "stop_words", 0)),
             "vocabulary": [str(t) for t in vectorizer.get_vocabulary()]}
 
 

@@ -17,7 +17,8 @@ TensorFlow 2.21 (``tests/test_reference_vectorize.py`` checks random Unicode):
    one token per code point, spaces included.
 4. lookup: vocabulary index, 0 for the mask token "", 1 (``[UNK]``) for unknown
    tokens; rows right-padded with 0 to the longest row of the batch.
-5. ``TruncateTokens``: keep the first ``max_length`` ids.
+5. ``TruncateTokens``: drop the stop words' ids (2 .. n + 1, ``stop_words`` = n),
+   then keep the first ``max_length`` ids.
 """
 
 from __future__ import annotations
@@ -65,12 +66,14 @@ class Vectorizer:
     ``vocabulary``: line i = the token of id i, as ``get_vocabulary()`` returns it
     (id 0 the mask token "", id 1 ``[UNK]``). ``max_length``: the truncation
     (None: none). ``output_sequence_length``: the vectorizer's fixed length, if any.
+    ``stop_words``: how many ids after ``[UNK]`` are stop words, dropped before
+    the truncation.
     """
 
     def __init__(self, vocabulary: Sequence[str],
                  standardize: str | None = "lower_and_strip_punctuation",
                  split: str | None = "whitespace", max_length: int | None = None,
-                 output_sequence_length: int | None = None):
+                 output_sequence_length: int | None = None, stop_words: int = 0):
         if standardize not in STANDARDIZE:
             raise ValueError(f"standardize must be one of {STANDARDIZE}; got {standardize!r}")
         if split not in SPLIT:
@@ -79,6 +82,7 @@ class Vectorizer:
         self.split = split
         self.max_length = max_length
         self.output_sequence_length = output_sequence_length
+        self.stop_words = int(stop_words)
         self.vocabulary = list(vocabulary)
         self.index_ = {}
         for i, token in enumerate(self.vocabulary):
@@ -93,17 +97,20 @@ class Vectorizer:
         ids = [self.index_.get(token, OOV_INDEX) for token in self.tokens(text)]
         if self.output_sequence_length is not None:
             ids = ids[:self.output_sequence_length]
+        if self.stop_words:
+            first_kept = OOV_INDEX + 1 + self.stop_words
+            ids = [i for i in ids if i == OOV_INDEX or i >= first_kept]
         if self.max_length is not None:
             ids = ids[:self.max_length]
         return ids
 
     def encode(self, texts: Iterable[str], min_length: int = 0) -> np.ndarray:
         """Texts -> int32 ids (B, T), right-padded with 0 to the longest row
-        (to ``output_sequence_length`` then truncated, when the vectorizer has one),
-        and to at least ``min_length`` columns."""
+        (to ``output_sequence_length`` then truncated, when the vectorizer has one
+        and no stop words are dropped), and to at least ``min_length`` columns."""
         rows = [self.encode_one(text) for text in texts]
         width = max([len(r) for r in rows] + [min_length])
-        if self.output_sequence_length is not None:
+        if self.output_sequence_length is not None and not self.stop_words:
             width = self.output_sequence_length
             if self.max_length is not None:
                 width = min(width, self.max_length)
