@@ -402,8 +402,11 @@ def notes_section(report: dict) -> list[str]:
             "append an epoch clock after the tool's own callbacks.",
             "- **naive** rows are scripts/bench_naive.py: the Keras-tutorial models of the "
             "issue (fixed 400 tokens, vocabulary 20,000, Adam at its defaults, batch 32, "
-            "early stopping on validation loss with the recipe's patience and epoch cap, "
-            "best weights restored, `model.fit` on NumPy arrays). On IMDB the textclf "
+            "early stopping on validation loss, best weights restored, `model.fit` on "
+            "NumPy arrays), with an epoch cap and patience of their own, not the "
+            "recipes' (scripts/bench.py, NAIVE_BUDGET: BBC at most 10 epochs for the "
+            "TextCNN and 8 for the LSTM, patience 3; on IMDB the --imdb-epochs cap of "
+            "both sides). On IMDB the textclf "
             "recurrent recipe is a GRU with 64 units, the naive one an LSTM with 128.",
             "- **train s**: wall time of `fit`, from `on_train_begin` to `on_train_end`, "
             "with the per-epoch test evaluation taken off the clock; it includes graph "

@@ -60,7 +60,6 @@ def test_skipping_extras_runs_no_prediction_extras(tmp_path, monkeypatch):
                 "kind": "textclf", "extra": {"run_dir": str(tmp_path)}}
 
     monkeypatch.setattr(bench, "run_worker", fake_worker)
-    monkeypatch.setattr(bench, "recipe_defaults", lambda recipe: (1, 1))
     bench.bench_dataset(settings, "bbc")
     assert tasks == ["train", "train", "run", "run"]
     settings.skip = {"peers"}  # and without the skip, each textclf row has its extras
@@ -80,6 +79,24 @@ def test_ablation_keeps_the_stop_words_of_a_recipe_that_drops_them():
     assert {"name": "stop words kept", "overrides": ["text.stop_words=null"]} in variants
     plain = bench.lever_variants(ROOT / "configs" / "bbc_cnn.yaml", "cnn", gpu=False)
     assert not any(v["name"] == "stop words kept" for v in plain)
+
+
+def test_the_naive_budget_does_not_follow_textclf_recipes(tmp_path, monkeypatch):
+    """The yardstick's epoch cap and patience are the benchmark's own: bbc_rnn
+    trains 5 epochs, the naive LSTM may still run 8."""
+    settings, _ = bench.parse_args(["--datasets", "bbc", "--skip", "extras,peers",
+                                    "--workdir", str(tmp_path)])
+    settings.data_overrides = {"bbc": []}
+    specs = {}
+
+    def fake_worker(settings, script, task, spec, env=None):
+        specs[spec["name"]] = spec
+        return {"error": "not measured in this test"}
+
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    bench.bench_dataset(settings, "bbc")
+    assert (specs["bbc_naive_cnn"]["epochs"], specs["bbc_naive_cnn"]["patience"]) == (10, 3)
+    assert (specs["bbc_naive_rnn"]["epochs"], specs["bbc_naive_rnn"]["patience"]) == (8, 3)
 
 
 def test_ablation_times_the_dense_max_gradient_for_the_cnn_only():
