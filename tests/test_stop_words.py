@@ -114,6 +114,7 @@ def test_a_run_with_stop_words_predicts_the_same_with_both_engines(tmp_path):
     result = CliRunner().invoke(cli, ["train", "-c", str(tmp_path / "lstm.yaml"), "-o",
                                       str(tmp_path / "run")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    assert "training documents: without its 3 stop words," in result.output
     (tmp_path / "words.txt").unlink()
     texts = ["goal match team", "the goal of the match and the team", "", "the of and",
              "market shares bank"]

@@ -254,6 +254,10 @@ def prepare_data(cfg: Config, vocabulary: list[str] | None = None) -> Prepared:
             sequences[name] = vectorize(vectorizer, part.texts, cfg.text.max_length,
                                         n_stop_words)
             label_ids[name] = np.asarray(splits.label_map.encode(part.labels, f"{name} data"))
+    lengths = [len(ids) for ids in sequences["train"]]
+    dropped = f" without its {n_stop_words} stop words," if n_stop_words else ""
+    log(f"training documents:{dropped} {np.mean(lengths):.1f} tokens on average after the "
+        f"cut to {cfg.text.max_length}")
     return Prepared(labels=labels, sequences=sequences, label_ids=label_ids,
                     split_record=split_record(cfg, splits), vectorizer=vectorizer,
                     n_stop_words=n_stop_words)
