@@ -343,7 +343,7 @@ def run_worker(settings: Settings, script: str, task: str, spec: dict,
 # The naive models' own budget per dataset: (epoch cap, early-stopping patience
 # on validation loss). Fixed here, not read from textclf's recipes, so that a
 # recipe change does not move the yardstick; these were the recipes' values
-# when the baselines were set up (bbc_rnn has since gone to 5 epochs).
+# in every benchmark run from commit 226c2ca to s18 (bbc_rnn then went to 5).
 # --epochs / --imdb-epochs replace the cap on both sides.
 NAIVE_BUDGET = {"bbc": {"cnn": (10, 3), "rnn": (8, 3)},
                 "imdb": {"cnn": (6, 2), "rnn": (5, 2)}}

@@ -8,12 +8,7 @@ set -uo pipefail
 STOP=${1:-5}
 T0=$(date +%s)
 ROOT=$PWD
-if [ ! -d /tmp/site312/tensorflow ]; then
-  (cd /root/parts && sha256sum -c SHA256SUMS --quiet) || { echo "SETUP: pieces missing or damaged"; ls -l /root/parts; exit 3; }
-  cat $(ls /root/parts/part.* | sort) | xz -d -T16 | tar xf - -C /tmp || exit 1
-  xz -d < /root/parts/c4c.tar.xz | tar xf - -C /tmp/site312 || exit 1
-fi
-echo "SETUP: unpacked in $(( $(date +%s) - T0 )) s"
+source "$(dirname "$0")/unpack_part.sh"  # TensorFlow and the BBC corpus package
 source "$(dirname "$0")/env_part.sh"  # TensorFlow -> the image's CUDA 13 libraries
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee $OUT/nvidia-smi.txt
 W=/root/bw; rm -rf $W
