@@ -63,6 +63,11 @@ BASE = "data:\n  train: train.tsv\n"
      "train.pad_to_multiple_of must be auto or an integer in [1, 1024]; got 0"),
     (BASE + "train:\n  jit_compile: sometimes\n",
      "train.jit_compile must be auto or true or false; got 'sometimes'"),
+    (BASE + "train:\n  label_smoothing: 1\n",
+     "train.label_smoothing must be a number in [0, 1); got 1"),
+    ("data:\n  train: t.txt\n  format: ptb_trees\nmodel:\n  type: treenet\n"
+     "train:\n  label_smoothing: 0.1\n",
+     "train.label_smoothing must be 0 for model.type treenet; got 0.1"),
     (BASE + "train:\n  class_weight: heavy\n",
      "train.class_weight must be 'balanced' or a map of label to a positive weight"),
 ])

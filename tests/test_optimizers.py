@@ -56,3 +56,20 @@ def test_cosine_schedule_rises_then_decays_to_zero_at_the_last_epoch(keras, warm
     assert rate_at(cfg, steps, middle) == pytest.approx(0.004 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert rate_at(cfg, steps, 5 * steps) == pytest.approx(0.0, abs=1e-9)
     assert rate_at(cfg, steps, 5 * steps + 20) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_label_smoothing_spreads_the_target_over_the_classes(keras, smoothing):
+    import numpy as np
+
+    from textclf.config import Config, TrainConfig
+    from textclf.training import compile_classifier
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="softmax")])
+    compile_classifier(model, Config(train=TrainConfig(label_smoothing=smoothing)), n_train=8)
+    one_hot = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]])
+    # The target each row is scored against: (1 - s) * one-hot + s / C.
+    target = (1.0 - smoothing) * one_hot + smoothing / 3
+    expected = np.mean(-np.sum(target * np.log(probabilities), axis=1))
+    assert float(model.loss(one_hot, probabilities)) == pytest.approx(expected, rel=1e-6)

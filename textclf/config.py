@@ -279,6 +279,9 @@ class TrainConfig:
                               "(after the warm-up)")
     warmup_epochs: float = _check(number(0.0), 0.0,
                                   "epochs of linear warm-up from 0 to learning_rate (cosine)")
+    label_smoothing: float = _check(number(0.0, 1.0, high_open=True), 0.0,
+                                    "cnn/rnn: share of each target spread evenly over "
+                                    "all classes (0 = one-hot targets)")
     clipnorm: float | None = _check(optional(number(0.0, low_open=True)), None,
                                     "clip each gradient to this L2 norm")
     clipvalue: float | None = _check(optional(number(0.0, low_open=True)), None,
@@ -658,11 +661,18 @@ def _check_tree_stop_words(config, raw, source):
                           config.text.stop_words, source)
 
 
+def _check_tree_label_smoothing(config, raw, source):
+    """A tree net's node loss reads class ids, not smoothed targets."""
+    if config.model.type == "treenet" and config.train.label_smoothing:
+        raise ConfigError("train.label_smoothing", "0 for model.type treenet",
+                          config.train.label_smoothing, source)
+
+
 _CROSS_CHECKS = (_check_train_data_given, _check_split_fractions,
                  _check_model_options_match_type, _check_momentum,
                  _check_warmup_needs_schedule, _check_tree_format,
                  _check_devices_need_mirrored, _check_tree_rnn_sizes, _check_tree_monitor,
-                 _check_tree_stop_words)
+                 _check_tree_stop_words, _check_tree_label_smoothing)
 
 
 # --------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def compile_classifier(model, cfg: Config, n_train: int, jit_compile="auto") -> 
     model.compile(
         jit_compile=jit_compile,
         optimizer=make_optimizer(cfg.train, n_train),
-        loss=keras.losses.CategoricalCrossentropy(),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
         # F1Score(average="macro") accumulates the whole epoch's counts, so
         # val_macro_f1 is the real macro-F1, usable as an early-stopping monitor.
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
