@@ -9,7 +9,14 @@ every output with respect to the inputs and all weights, inside one
 - ``FusedLSTM, groups 1``: textclf's loop (input projection as one matmul,
   hand-written backward), the whole batch in one loop;
 - ``FusedLSTM, groups N``: the same with the batch cut into N slices run side
-  by side (N = usable cores; what textclf uses).
+  by side (N = usable cores; what textclf uses);
+- ``bulk matmuls, groups N``: no LSTM, only the six matrix products of its
+  training step (the input projection, ``h @ U``, ``dz @ U^T``, ``dX``, ``dW``
+  and ``dU``) per slice, each as one product over all steps (so 400 small
+  per-step products become one bulk product with the same inner size and
+  width). It is the ceiling a loop over these products could reach with this
+  BLAS and no per-step cost at all; the float32 peak below is a 2048 x 2048
+  product, which products with an inner size of 128 may not reach.
 
 GFLOP/s count the matmul work only (training = 3 x forward, forward =
 2 * 4U * (D + U) per step per row) against a float32 2048 x 2048 matmul
@@ -41,6 +48,31 @@ def matmul_peak(tf, repeats: int = 10) -> float:
     product(a).numpy()
     best = min(_timed(lambda: product(a).numpy()) for _ in range(repeats))
     return 2 * 2048**3 / best / 1e9
+
+
+def bulk_products(tf, batch: int, steps: int, features: int, units: int, groups: int):
+    """A function running the matrix products of one LSTM training step as
+    bulk products: per slice of ``batch // groups`` rows, (M, K) x (K, N) for
+    the input projection (T*B', D) x (D, 4U), the recurrent products
+    (T*B', U) x (U, 4U) and (T*B', 4U) x (4U, U), the input gradient
+    (T*B', 4U) x (4U, D) and the weight gradients (D, T*B') x (T*B', 4U) and
+    (U, T*B') x (T*B', 4U): 3 x 2 x 4U (D + U) FLOPs per step and row, what
+    the rows above count. The slices' products are independent, so the
+    executor may run them on different cores, as it runs the layer's slices."""
+    rows = batch // groups * steps
+    gates = 4 * units
+    shapes = [(rows, features, gates), (rows, units, gates), (rows, gates, units),
+              (rows, gates, features), (features, rows, gates), (units, rows, gates)]
+    operands = [(tf.random.normal((m, k)), tf.random.normal((k, n)))
+                for _ in range(groups) for m, k, n in shapes]
+
+    @tf.function
+    def run():
+        # One element of each product: enough to keep every product in the
+        # graph without timing a reduction over its output.
+        return tf.stack([tf.matmul(a, b)[0, 0] for a, b in operands])
+
+    return run
 
 
 def _timed(fn) -> float:
@@ -107,6 +139,8 @@ def main(argv=None) -> int:
                 return tape.gradient(loss, [x, *layer.trainable_weights])
 
             steps_fns.append((name, lambda step=train_step: [g.numpy() for g in step(x, mask)]))
+        products = bulk_products(tf, batch, steps, features, units, groups)
+        steps_fns.append((f"bulk matmuls, groups {groups}", lambda run=products: run().numpy()))
         # Interleaved (A B C A B C ...): drifts in the machine's speed hit every
         # variant alike instead of whichever ran during them.
         times = {name: [] for name, _ in steps_fns}
