@@ -371,7 +371,7 @@ def bench_dataset(settings: Settings, dataset: str) -> list[Result]:
         spec = {**common, "name": f"{dataset}_naive_{family}", "contender": label,
                 "family": family, "recipe": recipe, "overrides": overrides,
                 "epochs": epochs or max_epochs, "patience": patience}
-        results.append(_result(run_worker(settings, "bench_naive.py", "train", spec), spec,
+        results.append(_result(probed_worker(settings, "bench_naive.py", "train", spec), spec,
                                "naive"))
 
     for family in ("cnn", "rnn"):
@@ -380,7 +380,8 @@ def bench_dataset(settings: Settings, dataset: str) -> list[Result]:
         spec = {**common, "name": f"{dataset}_textclf_{family}",
                 "contender": f"textclf {Path(recipe).stem}", "family": family,
                 "recipe": recipe, "overrides": overrides + extra, "predict_batch": 256}
-        result = _result(run_worker(settings, "bench_textclf.py", "run", spec), spec, "textclf")
+        result = _result(probed_worker(settings, "bench_textclf.py", "run", spec), spec,
+                         "textclf")
         results.append(result)
         if result.error is None and "extras" not in settings.skip:
             more = {**spec, "name": f"{spec['name']}_predict_extras",
@@ -402,6 +403,19 @@ def bench_dataset(settings: Settings, dataset: str) -> list[Result]:
             results.append(_result(run_worker(settings, "bench_peers.py", task, spec), spec,
                                    "peer"))
     return results
+
+
+def probed_worker(settings: Settings, script: str, task: str, spec: dict) -> dict:
+    """:func:`run_worker` for a training row, with the matmul peak probed in
+    this process just before and just after it (``extra["speed_probe"]``,
+    GFLOP/s). This machine's speed drifts, up to 2x within an hour on some
+    VMs; the run's peak alone cannot tell a slow row from a slow phase."""
+    before = peak_of(settings)["tf_gflop_per_s"]
+    raw = run_worker(settings, script, task, spec)
+    after = peak_of(settings)["tf_gflop_per_s"]
+    if "contender" in raw:
+        raw.setdefault("extra", {})["speed_probe"] = {"before": before, "after": after}
+    return raw
 
 
 def _result(raw: dict, spec: dict, kind: str) -> Result:

@@ -251,14 +251,22 @@ def flops_table(results: list[Result], peak) -> list[str]:
                      _of_peak(t.get("executed_gflop_per_s"), peak),
                      _of_peak(t.get("useful_gflop_per_s"), peak), _pct(t.get("padded_share")),
                      _of_peak(p.get("executed_gflop_per_s"), peak),
-                     _of_peak(p.get("useful_gflop_per_s"), peak), _pct(p.get("padded_share"))])
+                     _of_peak(p.get("useful_gflop_per_s"), peak), _pct(p.get("padded_share")),
+                     _probe(r)])
     if not rows:
         return []
     return ["FLOP efficiency (GFLOP/s and share of the matmul peak; executed = at the padded "
             "widths the kernels ran, useful = at the real token counts; padding = share of "
-            "executed work spent on padding):", ""] + _table(
+            "executed work spent on padding; matmul probe = the 2048 x 2048 peak measured "
+            "just before / just after the row's worker, GFLOP/s, to show whether the "
+            "machine was slow around it):", ""] + _table(
         ["contender", "model", "train executed", "train useful", "train padding",
-         "predict executed", "predict useful", "predict padding"], rows)
+         "predict executed", "predict useful", "predict padding", "matmul probe"], rows)
+
+
+def _probe(result: Result) -> str:
+    probe = result.extra.get("speed_probe")
+    return f"{probe['before']:,.1f} / {probe['after']:,.1f}" if probe else DASH
 
 
 def targets_section(rows: list[dict]) -> list[str]:

@@ -27,6 +27,27 @@ def time_to_naive(result: Result, naive: Result | None) -> float | None:
     return result.train_seconds if result.test_accuracy >= naive.test_accuracy - 1e-9 else None
 
 
+#: A training row whose matmul probes (just before and after it) fall below
+#: this share of the run's peak ran while the machine was slow.
+SLOW_PHASE = 0.85
+
+
+def speed_probe(result: Result, peak_gflops: float) -> tuple[str, bool]:
+    """The row's speed probes (``extra["speed_probe"]``, from scripts/bench.py)
+    as text for the measured column, and whether either fell below
+    ``SLOW_PHASE`` of the run's peak; ("", False) for a row without probes."""
+    probe = result.extra.get("speed_probe")
+    if not probe:
+        return "", False
+    slow = min(probe["before"], probe["after"]) < SLOW_PHASE * peak_gflops
+    text = (f"; matmul peak just before / after this row {probe['before']:.1f} / "
+            f"{probe['after']:.1f} GFLOP/s")
+    if slow:
+        text += (f", below {SLOW_PHASE:.0%} of the run's peak: the machine was slow around "
+                 "this row, so a share under 50% cannot be judged (rerun)")
+    return text, slow
+
+
 def targets(results: list[Result], process: dict, memory: dict, reference: dict,
             peak_gflops: float | None, gpus: list[str] | None = None) -> list[dict]:
     """The issue's targets, each with its measured ratio and whether it is met;
@@ -99,9 +120,13 @@ def targets(results: list[Result], process: dict, memory: dict, reference: dict,
     flops = (rnn.flops.get("train") or {}) if rnn else {}
     if peak_gflops and flops.get("executed_gflop_per_s"):
         share = flops["executed_gflop_per_s"] / peak_gflops
+        probe, slow = speed_probe(rnn, peak_gflops)
         row("6", "LSTM training at >= 50% of the float32 matmul peak",
             f"{share:.0%} executed ({flops['executed_gflop_per_s']:.1f} of {peak_gflops:.1f} "
-            f"GFLOP/s); useful {flops['useful_gflop_per_s'] / peak_gflops:.0%}", share >= 0.5)
+            f"GFLOP/s); useful {flops['useful_gflop_per_s'] / peak_gflops:.0%}{probe}",
+            # A miss in a slow phase cannot be told from a slow loop; a pass
+            # against the run's highest peak stands.
+            True if share >= 0.5 else None if slow else False)
     else:
         row("6", "LSTM training at >= 50% of the float32 matmul peak", "not measured", None)
     row("7", "the same benchmark in GPU mode", *gpu_mode(rnn, gpus))
