@@ -108,7 +108,10 @@ def header(report, settings, machine, peaks) -> list[str]:
         f"{peaks['start'].get('numpy_gflop_per_s', 0):,.1f}."
         + (f" bfloat16 (TensorFlow): {peaks['bf16']['tf_gflop_per_s']:,.1f} GFLOP/s."
            if peaks.get("bf16") else "")
-        + f" Percentages of peak below use {report['peak_gflops']:,.1f} GFLOP/s.",
+        + f" Percentages of peak below use {report['peak_gflops']:,.1f} GFLOP/s"
+        + (", the highest of these and of the probes around each training row (FLOP table)."
+           if any((r.get("extra") or {}).get("speed_probe") for r in report["results"])
+           else "."),
         "",
     ]
     return lines

@@ -161,3 +161,14 @@ def test_the_branch_benchmark_times_both_max_gradients(capsys):
     assert re.findall(r"pool_gradient (shared|argmax) +\d+\.\d\d$", out, re.M) == [
         "shared", "argmax"]
     assert re.search(r"forward alone +\d+\.\d\d$", out, re.M)
+
+
+def test_the_runs_peak_is_the_highest_of_its_start_end_and_row_probes():
+    peaks = {"start": {"tf_gflop_per_s": 110.0}, "end": {"tf_gflop_per_s": 150.0}}
+    probed = bench.Result(contender="textclf bbc_rnn", dataset="bbc", family="rnn",
+                          kind="textclf", extra={"speed_probe": {"before": 212.0, "after": 205.0}})
+    unprobed = bench.Result(contender="TF-IDF + LinearSVC", dataset="bbc", family="svm",
+                            kind="peer")
+    # A machine slow at the start and end must not inflate every share.
+    assert bench.run_peak(peaks, [probed, unprobed]) == 212.0
+    assert bench.run_peak(peaks, [unprobed]) == 150.0  # runs without probes: as before
