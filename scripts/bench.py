@@ -412,8 +412,8 @@ def probed_worker(settings: Settings, script: str, task: str, spec: dict) -> dic
     VMs; the run's peak alone cannot tell a slow row from a slow phase."""
     before = peak_of(settings)["tf_gflop_per_s"]
     raw = run_worker(settings, script, task, spec)
-    after = peak_of(settings)["tf_gflop_per_s"]
-    if "contender" in raw:
+    if "contender" in raw:  # no row (failed, or not run past --stop-after): nothing to probe
+        after = peak_of(settings)["tf_gflop_per_s"]
         raw.setdefault("extra", {})["speed_probe"] = {"before": before, "after": after}
     return raw
 
