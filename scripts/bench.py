@@ -181,6 +181,13 @@ def say(message: str) -> None:
 # --------------------------------------------------------------------------
 
 
+def _native_kernels(tf) -> str:
+    """"in use", or why textclf's native LSTM ops are not (textclf.kernels)."""
+    from textclf.kernels import unusable_because
+
+    return unusable_because(tf.__version__) or "in use"
+
+
 def machine_info(gpu: bool) -> dict:
     """Date, CPU, cores, load, library versions, git commit."""
     from textclf.runtime import import_tensorflow
@@ -213,6 +220,7 @@ def machine_info(gpu: bool) -> dict:
                      "fasttext-wheel": version("fasttext-wheel"), "textclf": textclf_version},
         "git": _git_commit(),
         "platform": platform.platform(),
+        "native_kernels": _native_kernels(tf),
     }
 
 
@@ -545,6 +553,13 @@ def memory_check(settings: Settings, results: list[Result]) -> dict:
 # --------------------------------------------------------------------------
 
 
+def native_kernels_built() -> bool:
+    """True when textclf's native LSTM ops are compiled here (make kernels)."""
+    from textclf.kernels import LIBRARY
+
+    return LIBRARY.exists()
+
+
 def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     """The shipped recipe, then each training lever flipped alone.
 
@@ -553,7 +568,8 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     MaxPooledConv1D (bias and
     activation after the max), its gradient from the winning windows alone
     (``model.pool_gradient``), textclf's fused recurrent loop (CPU only: on a
-    GPU both settings run cuDNN's kernel), Adam's fused kernel (Keras' class
+    GPU both settings run cuDNN's kernel) and, for an LSTM, its native ops
+    (the graph loop instead, where they are built), Adam's fused kernel (Keras' class
     instead), batch 32 <-> 64, the mixed
     precision policies (on a GPU float32, float16 and bfloat16 each), and on
     a GPU the TextCNN's shape levers first (widths not rounded, XLA on,
@@ -578,6 +594,10 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
             and not gpu):
         variants.append({"name": f"Keras {model.cell.upper()} loop",
                          "overrides": ["model.cpu_loop=keras"]})
+        if model.cell == "lstm" and native_kernels_built():
+            # FusedLSTM's graph loop (batch slices, one thread per op) instead.
+            variants.append({"name": "native LSTM ops off (graph loop)", "overrides": [],
+                             "env": {"TEXTCLF_NATIVE_KERNELS": "0"}})
     if train.optimizer == "adam":
         variants.append({"name": "Keras' Adam", "overrides": ["train.optimizer=keras_adam"]})
     other_batch = 64 if train.batch_size != 64 else 32
@@ -643,7 +663,8 @@ def lstm_layer_check(settings: Settings) -> dict:
     """scripts/bench_lstm.py (one LSTM layer: Keras' CPU loop vs FusedLSTM)."""
     options = ["--repeats", "2", "--steps", "50"] if settings.quick else ["--repeats", "9"]
     result = {"lines": [], "seconds": 0.0}
-    # TensorFlow's default threads, then one thread per op (what textclf trains with).
+    # TensorFlow's default threads (what textclf trains with on its native LSTM
+    # ops), then one thread per op (what it trains with on the graph loop).
     for threads in ("0", "1"):
         log = settings.workdir / "logs" / f"bench_lstm_{threads}.log"
         command = [sys.executable, str(SCRIPTS / "bench_lstm.py"), *options,

@@ -9,7 +9,11 @@ every output with respect to the inputs and all weights, inside one
 - ``FusedLSTM, groups 1``: textclf's loop (input projection as one matmul,
   hand-written backward), the whole batch in one loop;
 - ``FusedLSTM, groups N``: the same with the batch cut into N slices run side
-  by side (N = usable cores; what textclf uses);
+  by side (N = usable cores; what textclf's graph loop uses);
+- ``FusedLSTM, native ops``: the same layer with its recurrence in textclf's
+  native ops (:mod:`textclf.kernels`, where built), which cut the batch's
+  rows over the intra-op threads themselves: what textclf uses where they
+  are built;
 - ``bulk matmuls, groups N``: no LSTM, only the six matrix products of its
   training step (the input projection, ``h @ U``, ``dz @ U^T``, ``dX``, ``dW``
   and ``dU``) per slice, each as one product over all steps (so 400 small
@@ -102,6 +106,7 @@ def main(argv=None) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     import keras
 
+    from textclf.kernels import native_lstm_available
     from textclf.models.fused_lstm import FusedLSTM
 
     groups = FusedLSTM.batch_groups
@@ -123,13 +128,18 @@ def main(argv=None) -> int:
                         else sorted({1, groups}))
         variants = [("keras.layers.LSTM", keras.layers.LSTM, 1)] + [
             (f"FusedLSTM, groups {n}", FusedLSTM, n) for n in group_counts]
+        # The native ops spread their rows over the intra-op threads: with one
+        # thread per op they would run on one core, which textclf never does.
+        if native_lstm_available("float32") and args.intra_op_threads != 1:
+            variants.append(("FusedLSTM, native ops", FusedLSTM, None))
         flops = 3 * 2 * 4 * units * (features + units) * steps * batch
         steps_fns = []
         for name, cls, n_groups in variants:
             keras.utils.set_random_seed(1)
             layer = cls(units, return_sequences=True)
-            if cls is FusedLSTM:
-                layer.batch_groups = n_groups
+            if cls is FusedLSTM:  # groups None: the native ops, which need no slices
+                layer.native_loop = n_groups is None
+                layer.batch_groups = n_groups or 1
 
             @tf.function
             def train_step(x, mask, layer=layer):
@@ -153,7 +163,7 @@ def main(argv=None) -> int:
         for name, _ in steps_fns:
             seconds = statistics.median(times[name])
             gflops = flops / seconds / 1e9
-            print(f"  batch {batch:3d}  {name:22s} {seconds * 1e3:7.1f} ms  "
+            print(f"  batch {batch:3d}  {name:23s} {seconds * 1e3:7.1f} ms  "
                   f"{seconds / steps * 1e6:6.0f} us/step  {gflops:6.1f} GFLOP/s "
                   f"({gflops / peak:4.0%} of peak)  speed-up {baseline / seconds:.2f}x")
     return 0

@@ -93,6 +93,8 @@ def header(report, settings, machine, peaks) -> list[str]:
         f"{_f(machine.get('memory_gb'), '{:.0f}', ' GB')} RAM; bf16 CPU flags: "
         f"{', '.join(machine['bf16_flags']) or 'none'}"
         + (f"; GPUs: {', '.join(machine['gpus'])}" if machine.get("gpus") else "; no GPU used")
+        + (f"; textclf's native LSTM ops: {machine['native_kernels']}"
+           if "native_kernels" in machine else "")
         + ".",
         f"- Load average (1, 5, 15 min) at the start {_load(load[0])}, at the end "
         f"{_load(load[1])} (the end includes this run)."

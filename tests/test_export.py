@@ -76,6 +76,27 @@ def test_saved_model_signature_answers_like_predict(runner, trained, tmp_path):
         np.testing.assert_allclose(row, [by_label[label] for label in labels], atol=2e-6)
 
 
+def test_an_exported_lstm_runs_without_textclfs_native_ops(runner, tmp_path):
+    """A FusedLSTM run trains on textclf's native ops where they are built;
+    its SavedModel holds only TensorFlow's own ops (the graph loop), and a
+    process without textclf serves it with the run's own answers."""
+    from conftest import train_tiny_lstm_run
+
+    run = train_tiny_lstm_run(tmp_path)
+    out = tmp_path / "served"
+    result = runner.invoke(cli, ["export", str(run), str(out)])
+    assert result.exit_code == 0, result.output
+    assert b"TextclfLstm" not in (out / "saved_model.pb").read_bytes()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    served = subprocess.run([sys.executable, "-c", SERVE, str(out), json.dumps(TEXTS)],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert served.returncode == 0, served.stderr[-2000:]
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    expected = predictions(runner, run, docs)
+    assert json.loads(served.stdout)["label"] == [r["label"] for r in expected]
+
+
 def test_export_refuses_an_existing_folder_unless_forced(runner, trained, tmp_path):
     run, _ = trained
     out = tmp_path / "model"

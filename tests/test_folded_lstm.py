@@ -31,9 +31,15 @@ def end_to_end(**model_options):
 
 @pytest.mark.parametrize("options", [{}, dict(cpu_loop="keras"), dict(layers=2)],
                          ids=["fused", "keras-lstm", "two-layers"])
-def test_folded_equals_the_model(tf, options):
+@pytest.mark.parametrize("native", [True, False], ids=["native-ops", "graph-loop"])
+def test_folded_equals_the_model(tf, options, native, monkeypatch):
+    """Folded with the first layer in textclf's native ops (where built) and
+    in the graph loop."""
+    from textclf import kernels
     from textclf.models.folded_lstm import folded_predict_fn
 
+    if not native:
+        monkeypatch.setattr(kernels, "native_lstm_available", lambda dtype: False)
     model = end_to_end(**options)
     folded = folded_predict_fn(model)
     assert folded is not None

@@ -21,6 +21,7 @@ from pathlib import Path
 from .artifact import Run
 from .atomic import atomic_directory
 from .errors import UsageError
+from .kernels import stock_ops_only
 
 SIGNATURE = "serving_default"
 FORMATS = ("saved_model",)
@@ -50,10 +51,12 @@ def export_saved_model(run: Run, out_dir: str | os.PathLike, force: bool = False
 
     archive = keras.export.ExportArchive()
     archive.track(model)  # the vectoriser's lookup table must be tracked explicitly
-    archive.add_endpoint(SIGNATURE, serve,
-                         input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    with atomic_directory(out, force) as build:
-        archive.write_out(str(build), verbose=False)
+    # A server has TensorFlow's ops, not textclf's native ones: trace the graph loops.
+    with stock_ops_only():
+        archive.add_endpoint(SIGNATURE, serve,
+                             input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        with atomic_directory(out, force) as build:
+            archive.write_out(str(build), verbose=False)
     return {"format": "saved_model", "path": str(out), "run_dir": str(run.path),
             "signature": SIGNATURE, "inputs": {"text": "string (batch,)"},
             "outputs": {"label": "string (batch,)", "label_id": "int32 (batch,)",

@@ -54,7 +54,9 @@ def fused_loops_get_one_thread_per_op(model_cfg) -> bool:
     op of one slice also splits itself over all cores and waits for the core
     busy with the other slice; one thread per op lets the slices proceed
     independently (scripts/bench_lstm.py --intra-op-threads 1, and the
-    ablation in BENCHMARKS.md). It is a process-wide setting that TensorFlow accepts only
+    ablation in BENCHMARKS.md). Not where textclf's native LSTM ops are built
+    (:mod:`textclf.kernels`): one op runs the whole recurrence there, its
+    rows spread over the intra-op threads. It is a process-wide setting that TensorFlow accepts only
     before it runs its first op, so a process that already ran one keeps its
     threads (returns False).
     """
@@ -65,6 +67,10 @@ def fused_loops_get_one_thread_per_op(model_cfg) -> bool:
         return False
     tf = import_tensorflow()
     if tf.config.list_physical_devices("GPU"):  # cuDNN runs the recurrence there
+        return False
+    from .kernels import native_ops
+
+    if native_ops() is not None:  # they cut the rows over the intra-op threads themselves
         return False
     try:
         tf.config.threading.set_intra_op_parallelism_threads(1)

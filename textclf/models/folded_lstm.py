@@ -14,7 +14,9 @@ above ``max_table_bytes``, on a GPU (cuDNN's kernel is faster there) and for
 first layers the fused loop does not cover (GRU, SimpleRNN, bidirectional,
 ``go_backwards``, other activations), and the caller keeps the plain model.
 
-The first layer's loop is the fused layer's step (one sigmoid over the
+Where textclf's native ops are built (:mod:`textclf.kernels`), the first
+layer's recurrence runs in their forward op, with Keras' masking. Otherwise
+the first layer's loop is the fused layer's step (one sigmoid over the
 gate-scaled pre-activations) without the masking: the vectorizer pads at the
 end only, so no padding step comes before a real one, and what the loop
 computes at padding steps is ignored by the masked mean pooling and by any
@@ -45,11 +47,13 @@ def folded_predict_fn(model, max_table_bytes: int = MAX_TABLE_BYTES):
     import keras
     import tensorflow as tf
 
+    from ..kernels import native_lstm_available
     from .fused_lstm import (
         FusedLSTM,
         fused_path_applies,
         gate_scale,
         lstm_step,
+        native_lstm,
         split_batch,
     )
 
@@ -79,6 +83,7 @@ def folded_predict_fn(model, max_table_bytes: int = MAX_TABLE_BYTES):
     table = tf.constant(rounded(embeddings @ kernel, dtype) + cell.bias.numpy() * scale)
     recurrent_kernel = tf.constant(cell.recurrent_kernel.numpy() * scale)  # (U, 4U)
     groups = FusedLSTM.batch_groups
+    native = getattr(first, "native_loop", True) and native_lstm_available(tf.float32)
 
     vectorizer, truncate = model.get_layer("vectorizer"), model.get_layer("truncate")
     later_layers = [layer for layer in classifier.layers
@@ -102,12 +107,23 @@ def folded_predict_fn(model, max_table_bytes: int = MAX_TABLE_BYTES):
                                     (tf.constant(0), zeros, zeros, written), parallel_iterations=32)
         return tf.transpose(outputs.stack(), [1, 0, 2])
 
+    def native_first_layer(ids, mask):
+        """:func:`first_layer` in textclf's native forward op (which carries the
+        states through padding as Keras does, at no cost worth saving)."""
+        zeros = tf.zeros([tf.shape(ids)[0], units])
+        outputs, _, _ = native_lstm(tf.gather(table, ids), tf.zeros([4 * units]),
+                                    recurrent_kernel, zeros, zeros, tf.cast(mask, tf.float32),
+                                    training=False)
+        return outputs
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def predict(texts):
         ids = tf.cast(truncate(vectorizer(texts)), tf.int32)  # (B, T)
         mask = ids != 0  # the embedding's mask_zero
-        # One slice of rows per core, their loops side by side (as FusedLSTM does).
-        x = tf.concat([first_layer(part) for (part,) in split_batch([ids], groups)], axis=0)
+        if native:
+            x = native_first_layer(ids, mask)
+        else:  # one slice of rows per core, their loops side by side (as FusedLSTM does)
+            x = tf.concat([first_layer(part) for (part,) in split_batch([ids], groups)], axis=0)
         for layer in later_layers:
             x = layer(x, mask=mask, training=False)
         x = dropout(mean_pool(x, mask=mask), training=False)  # dropout: the identity here

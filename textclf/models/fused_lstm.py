@@ -23,8 +23,13 @@ saved form; only its CPU inner loop differs (:func:`scaled_lstm_recurrence`):
   backward pass.
 
 So each step does one small matmul each way instead of two forward and four
-backward. Masking follows Keras exactly (a masked step carries ``h`` and ``c``
-and repeats the previous output), so outputs and gradients equal the stock
+backward. Where textclf's native ops are built (:mod:`textclf.kernels`) and
+the loop runs in float32, :func:`native_lstm` runs the same recurrence in
+two C++ ops instead of a graph loop (batch-major, the bias added inside, no
+batch slices: the ops spread the rows over the intra-op threads themselves);
+the graph loop below stays for float64, for machines without the ops, and
+as their reference in the tests. Masking follows Keras exactly (a masked step
+carries ``h`` and ``c`` and repeats the previous output), so outputs and gradients equal the stock
 layer's to float rounding; ``tests/test_fused_lstm.py`` checks both against
 Keras and against the NumPy reference. On a GPU, or with options the fused
 loop does not cover (recurrent dropout, other activations, unrolling), the
@@ -38,6 +43,8 @@ import os
 
 import keras
 import tensorflow as tf
+
+from ..kernels import native_lstm_available, native_ops
 
 
 def gate_scale(units: int, dtype) -> tf.Tensor:
@@ -198,6 +205,59 @@ def _recurrence(recurrent_kernel, *slices):
     return outputs + h_last + c_last, grad
 
 
+def native_lstm(projected, bias, recurrent_kernel, h0, c0, mask, training: bool = True):
+    """The LSTM recurrence in textclf's native ops (:mod:`textclf.kernels`),
+    float32, batch-major: ``projected`` (B, T, 4U) = x_t @ kernel * gate_scale,
+    ``bias`` (4U,) and ``recurrent_kernel`` (U, 4U) times gate_scale, ``h0``,
+    ``c0`` (B, U), ``mask`` (B, T) float (1 = real step). Returns Keras'
+    outputs (B, T, U) (zeros before a row's first real step), h_T and c_T
+    (B, U); differentiable in all but the mask (the hand-written backward op,
+    then one large matmul for the recurrent kernel's gradient). Without
+    ``training`` nothing is recorded for a backward pass; a gradient, if one
+    is asked for (``textclf check --gradients``), reruns the forward with its
+    records first."""
+    return (_native_recurrence if training else _native_forward_only)(
+        projected, bias, recurrent_kernel, h0, c0, mask)
+
+
+def _native_gradients(upstream, records, projected, bias, recurrent_kernel, c0, mask):
+    """The gradients of :func:`native_lstm`'s inputs from the forward op's ``records``."""
+    d_outputs, d_h_last, d_c_last = (tf.zeros_like(like) if d is None else d  # unused outputs
+                                     for d, like in zip(upstream, records[:3]))
+    d_projected, d_bias, d_h0, d_c0 = native_ops().textclf_lstm_backward(
+        d_outputs, d_h_last, d_c_last, bias, recurrent_kernel, c0, mask, *records[3:5])
+    # dU = sum over steps of h_{t-1}^T dz_t: one (U, B*T) x (B*T, 4U) matmul.
+    units = recurrent_kernel.shape[0]
+    d_kernel = tf.matmul(tf.reshape(records[5], [-1, units]),
+                         tf.reshape(d_projected, [-1, 4 * units]), transpose_a=True)
+    return d_projected, d_bias, d_kernel, d_h0, d_c0, tf.zeros_like(mask)
+
+
+@tf.custom_gradient
+def _native_recurrence(projected, bias, recurrent_kernel, h0, c0, mask):
+    """:func:`native_lstm` for training: the forward op keeps its records."""
+    records = native_ops().textclf_lstm_forward(projected, bias, recurrent_kernel, h0, c0, mask,
+                                                record=True)
+
+    def grad(*upstream):
+        return _native_gradients(upstream, records, projected, bias, recurrent_kernel, c0, mask)
+
+    return records[:3], grad
+
+
+@tf.custom_gradient
+def _native_forward_only(projected, bias, recurrent_kernel, h0, c0, mask):
+    """:func:`native_lstm` for prediction and validation: nothing recorded."""
+    forward = native_ops().textclf_lstm_forward
+    results = forward(projected, bias, recurrent_kernel, h0, c0, mask, record=False)
+
+    def grad(*upstream):
+        records = forward(projected, bias, recurrent_kernel, h0, c0, mask, record=True)
+        return _native_gradients(upstream, records, projected, bias, recurrent_kernel, c0, mask)
+
+    return results[:3], grad
+
+
 def _gate_factors(sigmoids, cells, c0, mask):
     """What the backward loop multiplies by, for all steps at once: (d c_new /
     d h_new (T, B, U), d z' / d [c_new, c_new, c_new, h_new] (T, B, 4U), f (T, B, U))."""
@@ -341,6 +401,10 @@ class FusedLSTM(keras.layers.LSTM):
     #: (scripts/bench_lstm.py times 1 slice against N).
     batch_groups = max(1, len(os.sched_getaffinity(0)))
 
+    #: Run the recurrence in textclf's native ops where they are built and the
+    #: loop is float32 (:mod:`textclf.kernels`); False keeps the graph loop.
+    native_loop = True
+
     def inner_loop(self, sequences, initial_state, mask, training=False):
         """(B, T, D) -> (last output (B, U), outputs (B, T, U), [h_T, c_T]), as Keras."""
         if not fused_path_applies(self, training):
@@ -351,6 +415,9 @@ class FusedLSTM(keras.layers.LSTM):
         dtype = loop_dtype(sequences.dtype)
         scale = gate_scale(self.units, dtype)
         recurrent_kernel = tf.cast(self.cell.recurrent_kernel, dtype) * scale
+        if self.native_loop and native_lstm_available(dtype):
+            return self._native_inner_loop(sequences, mask, initial_state, recurrent_kernel,
+                                           scale, bool(training))
         # Cut before going time-major, where a row slice is contiguous.
         pieces = [self._time_major_slice(*piece, dtype, scale) for piece in
                   split_batch([sequences, mask, *initial_state], self.batch_groups)]
@@ -360,6 +427,28 @@ class FusedLSTM(keras.layers.LSTM):
         outputs = [tf.transpose(o, [1, 0, 2]) for o in outputs]  # (B', T, U) each
         outputs, last_output, h, c = (tf.concat(part, axis=0)
                                       for part in (outputs, last_output, h, c))
+        return last_output, outputs, [h, c]
+
+    def _native_inner_loop(self, sequences, mask, initial_state, recurrent_kernel, scale,
+                           training: bool):
+        """:meth:`inner_loop` in textclf's native ops (float32 loop): batch-major
+        throughout, so no transposes, and the bias added inside the loop."""
+        cell = self.cell
+        if mask is None:
+            mask = tf.ones(tf.shape(sequences)[:2], tf.float32)
+        mask = tf.cast(mask, tf.float32)  # (B, T)
+        if self.go_backwards:
+            sequences, mask = tf.reverse(sequences, [1]), tf.reverse(mask, [1])
+        kernel = tf.cast(cell.kernel, tf.float32) * scale
+        # In the compute dtype (bfloat16 under mixed precision), the loop in
+        # float32. tensordot: one (B*T, D) x (D, 4U) matmul, where matmul's
+        # broadcast would run B batched products and sum B kernel gradients.
+        projected = tf.cast(tf.tensordot(sequences, tf.cast(kernel, sequences.dtype), 1),
+                            tf.float32)  # (B, T, 4U)
+        h0, c0 = (tf.cast(state, tf.float32) for state in initial_state)
+        outputs, h, c = native_lstm(projected, tf.cast(cell.bias, tf.float32) * scale,
+                                    recurrent_kernel, h0, c0, mask, training=training)
+        last_output = h * tf.cast(tf.reduce_any(mask > 0, axis=1), h.dtype)[:, None]
         return last_output, outputs, [h, c]
 
     def _time_major_slice(self, sequences, mask, h0, c0, dtype, scale):

@@ -1,0 +1,280 @@
+"""textclf's native LSTM ops (textclf/kernels) against Keras, the graph loop
+and the NumPy reference.
+
+The ops run in float32 only, so the ground truth is the float64 stock layer
+(or the float64 reference net) with the same weights: every output and
+gradient must agree to 2e-5 relative to the largest value of its tensor.
+float32 rounds each operation to about 6e-8; the tolerance leaves room for
+seven steps of rounding, summed gradients and the sigmoid computed from tanh,
+and is still far below what any wrong term of the backward pass gives
+(those differ by 1e-2 or more). The loader and the build script are tested
+without a compiled library.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import RNN_B, RNN_D, RNN_MASKS, RNN_T, RNN_U
+
+B, T, D, U = RNN_B, RNN_T, RNN_D, RNN_U
+MASKS = {**RNN_MASKS, "left": ~RNN_MASKS["right"]}  # padding first, as go_backwards sees it
+TOLERANCE = 2e-5
+
+
+@pytest.fixture(scope="module")
+def tf():
+    from textclf.runtime import import_tensorflow
+
+    return import_tensorflow()
+
+
+@pytest.fixture(scope="module")
+def ops(tf):
+    from textclf.kernels import native_ops
+
+    loaded = native_ops()
+    if loaded is None:
+        from textclf.kernels import unusable_because
+
+        pytest.skip(f"native kernels unusable: {unusable_because(tf.__version__)}")
+    return loaded
+
+
+def assert_close(actual, expected, what):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} vs {expected.shape}"
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0)))
+    error = float(np.max(np.abs(actual - expected), initial=0)) / scale
+    assert error < TOLERANCE, f"{what}: relative difference {error:.2e}"
+
+
+def layers_with_the_same_weights(**options):
+    """A float64 keras.layers.LSTM and a float32 FusedLSTM on the native ops."""
+    import keras
+
+    from textclf.models.fused_lstm import FusedLSTM
+
+    stock = keras.layers.LSTM(U, return_sequences=True, return_state=True, dtype="float64",
+                              **options)
+    native = FusedLSTM(U, return_sequences=True, return_state=True, **options)
+    native.native_loop = True
+    for layer in (stock, native):
+        layer.build((None, None, D))
+    weights = [np.random.default_rng(3).normal(0, 0.7, size=w.shape) for w in stock.get_weights()]
+    stock.set_weights(weights)
+    native.set_weights([w.astype("float32") for w in weights])
+    return stock, native
+
+
+def outputs_and_gradients(tf, layer, x, mask, h0, c0, training):
+    """(seq, h, c) and d(loss)/d(x, h0, c0, *weights) for a loss reading every output."""
+    dtype = layer.compute_dtype
+    x, h0, c0 = (tf.constant(a, dtype) for a in (x, h0, c0))
+    with tf.GradientTape() as tape:
+        tape.watch([x, h0, c0])
+        seq, h, c = layer(x, mask=None if mask is None else tf.constant(mask),
+                          initial_state=[h0, c0], training=training)
+        loss = (tf.reduce_sum(tf.sin(seq) * tf.cast(np.linspace(0.5, 1.5, U), dtype))
+                + tf.reduce_sum(h * h) + tf.reduce_sum(tf.cos(c)))
+    return [seq, h, c], tape.gradient(loss, [x, h0, c0, *layer.trainable_weights])
+
+
+def random_inputs(batch=B, steps=T, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(batch, steps, D)), rng.normal(0, 0.5, size=(batch, U)),
+            rng.normal(0, 0.5, size=(batch, U)))
+
+
+@pytest.mark.parametrize("mask_name", list(MASKS))
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("training", [True, False], ids=["recorded", "lean-forward"])
+def test_matches_keras_outputs_and_gradients(tf, ops, mask_name, go_backwards, training):
+    """training=False: the forward op without records, whose gradient reruns it
+    with records (``textclf check --gradients`` differentiates that path)."""
+    stock, native = layers_with_the_same_weights(go_backwards=go_backwards)
+    x, h0, c0 = random_inputs()
+    mask = MASKS[mask_name]
+    expected = outputs_and_gradients(tf, stock, x, mask, h0, c0, training)
+    actual = outputs_and_gradients(tf, native, x, mask, h0, c0, training)
+    names = ["outputs", "h", "c", "d/dx", "d/dh0", "d/dc0", "d/dkernel",
+             "d/drecurrent_kernel", "d/dbias"]
+    for name, a, e in zip(names, actual[0] + actual[1], expected[0] + expected[1]):
+        assert a is not None and e is not None, name
+        assert_close(a, e, name)
+
+
+def test_the_native_path_is_the_one_taken(tf, ops, monkeypatch):
+    """Guards the comparisons above: with the ops made to fail, the layer fails."""
+    from textclf.kernels import native_lstm_available
+    from textclf.models import fused_lstm
+
+    assert native_lstm_available("float32") and not native_lstm_available("float64")
+    _, native = layers_with_the_same_weights()
+    x, h0, c0 = random_inputs()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("native op called")
+
+    monkeypatch.setattr(fused_lstm, "native_lstm", broken)
+    with pytest.raises(RuntimeError, match="native op called"):
+        native(x.astype("float32"))
+    native.native_loop = False  # the graph loop does not call it
+    native(x.astype("float32"))
+
+
+@pytest.mark.parametrize("batch,steps", [(1, 6), (3, 2), (40, 9)])
+def test_batch_sizes_and_row_blocks_inside_a_tf_function(tf, ops, batch, steps):
+    """B = 1 and 3 (one row block: fewer rows than a block's minimum) and 40
+    (one block per thread), inside a tf.function as Keras trains."""
+    stock, native = layers_with_the_same_weights()
+    x, h0, c0 = random_inputs(batch, steps, seed=batch)
+    mask = np.random.default_rng(batch).random((batch, steps)) > 0.3
+
+    @tf.function
+    def run(layer):
+        return outputs_and_gradients(tf, layer, x, mask, h0, c0, training=True)
+
+    (e_out, e_grads), (a_out, a_grads) = run(stock), run(native)
+    for k, (a, e) in enumerate(zip(a_out + a_grads, e_out + e_grads)):
+        assert_close(a, e, f"B={batch} T={steps} tensor {k}")
+
+
+def test_numpy_reference_agrees_forward_and_backward(tf, ops):
+    """The reference net (float64) with the layer's weights: outputs, the
+    input gradient and every weight gradient for an upstream gradient dy."""
+    from textclf.reference.keras_weights import build_recurrent, recurrent_params, recurrent_spec
+
+    _, native = layers_with_the_same_weights()
+    x, _, _ = random_inputs(seed=5)
+    mask = MASKS["holes"]
+    dy = np.random.default_rng(6).normal(size=(B, T, U))
+    params = {k: v.astype(np.float64) for k, v in recurrent_params(native).items()}
+    net = build_recurrent(recurrent_spec(native))
+    outputs, _, cache = net.forward(params, x, mask)
+    grads, dx, _ = net.backward(params, dy, cache)
+    xt = tf.constant(x, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        seq = native(xt, mask=tf.constant(mask), training=True)[0]
+        loss = tf.reduce_sum(seq * tf.constant(dy, tf.float32))
+    actual_dx, *actual_grads = tape.gradient(loss, [xt, *native.trainable_weights])
+    assert_close(seq, outputs, "outputs")
+    assert_close(actual_dx, dx, "dx")
+    for name, got in zip(("kernel", "recurrent_kernel", "bias"), actual_grads):
+        assert_close(got, grads[name], f"d/d{name}")
+
+
+def test_ops_with_zero_steps_and_without_records(tf, ops):
+    """T = 0 gives empty outputs and the initial states back; record=False
+    gives empty records and the same outputs."""
+    rng = np.random.default_rng(0)
+    kernel = tf.constant(rng.normal(size=(U, 4 * U)), tf.float32)
+    bias = tf.zeros([4 * U])
+    h0, c0 = (tf.constant(rng.normal(size=(B, U)), tf.float32) for _ in range(2))
+    out, h, c, gates, cells, h_prev = ops.textclf_lstm_forward(
+        tf.zeros([B, 0, 4 * U]), bias, kernel, h0, c0, tf.zeros([B, 0]))
+    assert out.shape == (B, 0, U) and gates.shape == (0, B, 4 * U) and h_prev.shape == (B, 0, U)
+    np.testing.assert_array_equal(h, h0)
+    np.testing.assert_array_equal(c, c0)
+    d_projected, d_bias, d_h0, d_c0 = ops.textclf_lstm_backward(
+        tf.zeros([B, 0, U]), h0, c0, bias, kernel, c0, tf.zeros([B, 0]), gates, cells)
+    assert d_projected.shape == (B, 0, 4 * U)
+    np.testing.assert_array_equal(d_bias, np.zeros(4 * U))
+    np.testing.assert_array_equal(d_h0, h0)  # passed straight through
+    np.testing.assert_array_equal(d_c0, c0)
+    projected = tf.constant(rng.normal(size=(B, T, 4 * U)), tf.float32)
+    mask = tf.constant(MASKS["holes"], tf.float32)
+    recorded = ops.textclf_lstm_forward(projected, bias, kernel, h0, c0, mask, record=True)
+    lean = ops.textclf_lstm_forward(projected, bias, kernel, h0, c0, mask, record=False)
+    assert [tuple(t.shape) for t in lean[3:]] == [(0, B, 4 * U), (0, B, U), (0, 0, U)]
+    for a, e in zip(lean[:3], recorded[:3]):
+        np.testing.assert_array_equal(a, e)
+
+
+def test_ops_reject_inconsistent_shapes(tf, ops):
+    kernel, bias = tf.zeros([U, 4 * U]), tf.zeros([4 * U])
+    state = tf.zeros([B, U])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"mask must be \(B, T\)"):
+        ops.textclf_lstm_forward(tf.zeros([B, T, 4 * U]), bias, kernel, state, state,
+                                 tf.zeros([B, T + 1]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"kernel must be \(U, 4U\)"):
+        ops.textclf_lstm_forward(tf.zeros([B, T, 4 * U]), bias, tf.zeros([U, 3 * U]), state,
+                                 state, tf.zeros([B, T]))
+
+
+def test_mixed_precision_uses_the_native_loop_in_float32(tf, ops):
+    """bfloat16 projection, float32 native loop: within bfloat16's rounding of
+    the float32 graph loop's outputs."""
+    from textclf.models.fused_lstm import FusedLSTM
+
+    x = np.random.default_rng(0).normal(size=(B, T, D)).astype("float32")
+    graph = FusedLSTM(U, return_sequences=True)
+    mixed = FusedLSTM(U, return_sequences=True, dtype="mixed_bfloat16")
+    graph.native_loop = False
+    for layer in (graph, mixed):
+        layer.build((None, None, D))
+    mixed.set_weights(graph.get_weights())
+    out = mixed(x, mask=MASKS["right"])
+    assert out.dtype == "bfloat16"
+    np.testing.assert_allclose(np.asarray(tf.cast(out, "float32")),
+                               np.asarray(graph(x, mask=MASKS["right"])), atol=0.03)
+
+
+# --- the loader and the build script, with or without a compiled library ------
+
+def test_loader_names_why_a_library_cannot_be_used(tmp_path, monkeypatch):
+    from textclf import kernels
+
+    library, info = tmp_path / "lib.so", tmp_path / "lib.json"
+    monkeypatch.setattr(kernels, "LIBRARY", library)
+    monkeypatch.setattr(kernels, "BUILD_INFO", info)
+    monkeypatch.delenv(kernels.SWITCH, raising=False)
+    assert "not built" in kernels.unusable_because("2.21.0")
+    library.write_bytes(b"")
+    assert "missing or unreadable" in kernels.unusable_because("2.21.0")
+    info.write_text(json.dumps({"tensorflow": "2.20.0", "cpu_flags": []}))
+    assert "built for TensorFlow 2.20.0, running 2.21.0" in kernels.unusable_because("2.21.0")
+    info.write_text(json.dumps({"tensorflow": "2.21.0", "cpu_flags": ["no_such_flag"]}))
+    monkeypatch.setattr(kernels, "cpu_flags", lambda: {"sse2"})
+    assert "no_such_flag, which this one lacks" in kernels.unusable_because("2.21.0")
+    info.write_text(json.dumps({"tensorflow": "2.21.0", "cpu_flags": ["sse2"]}))
+    assert kernels.unusable_because("2.21.0") is None
+    monkeypatch.setenv(kernels.SWITCH, "0")
+    assert kernels.unusable_because("2.21.0") == f"{kernels.SWITCH}=0"
+
+
+def test_switching_the_kernels_off_runs_the_graph_loop():
+    """TEXTCLF_NATIVE_KERNELS=0 in a fresh process: native_ops() is None, silently."""
+    code = ("from textclf.kernels import native_ops; from textclf.runtime import "
+            "import_tensorflow; import_tensorflow(); print(native_ops())")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "TEXTCLF_NATIVE_KERNELS": "0"},
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "None"
+    assert "native LSTM kernels" not in run.stderr
+
+
+def test_build_without_a_compiler_is_not_an_error_unless_required(monkeypatch, capsys):
+    from textclf.kernels import build
+
+    monkeypatch.setenv("CXX", "no-such-compiler-textclf")
+    monkeypatch.setattr(build, "up_to_date", lambda: False)
+    assert build.main([]) == 0
+    assert "no C++ compiler found" in capsys.readouterr().err
+    assert build.main(["--require"]) == 1
+
+
+def test_build_command_uses_tensorflows_flags(tf):
+    from textclf.kernels import build
+
+    command = build.compile_command("out.so")
+    assert "-march=native" in command and "-shared" in command
+    assert set(tf.sysconfig.get_compile_flags()) <= set(command)
+    assert set(tf.sysconfig.get_link_flags()) <= set(command)
+    assert command[command.index("-o") + 1] == "out.so"

@@ -1,0 +1,120 @@
+"""textclf's native CPU kernels: the LSTM recurrence as two TensorFlow ops.
+
+The fused graph loop of :mod:`textclf.models.fused_lstm` runs one small matmul
+per step each way, but around it about 30 small ops per step and batch slice,
+each dispatched by TensorFlow's executor, and on a CPU the dispatch costs more
+than the arithmetic (``scripts/bench_lstm.py``: the loop's products timed in
+bulk, without a loop, run 2.7x faster). ``lstm_kernels.cc`` runs the same
+recurrence (forward, and backprop through time) inside one op each: the rows
+of a batch are cut into one block per intra-op thread, and each block runs all
+its steps with one single-threaded Eigen matmul and the fused element-wise
+cell update per step. The recurrent kernel's gradient and everything else
+stay large TensorFlow matmuls.
+
+The library is compiled on the machine that uses it (``make kernels``, run by
+``make install``, or ``python -m textclf.kernels.build``), against the
+installed TensorFlow's headers and for this CPU's instruction set. When it is
+missing, was built for another TensorFlow or a CPU with instructions this one
+lacks, fails to load, or ``TEXTCLF_NATIVE_KERNELS=0`` is set, :func:`native_ops`
+returns None and the layers run the graph loop, which computes the same
+numbers (``tests/test_native_lstm.py`` checks the ops against it, against
+Keras' LSTM and against the NumPy reference).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE / "lstm_kernels.cc"
+LIBRARY = HERE / "_textclf_kernels.so"
+#: What the library was built for: {"tensorflow": version, "cpu_flags": [...]}.
+BUILD_INFO = HERE / "_textclf_kernels.json"
+#: Set to 0 to run the graph loops even where the library is built.
+SWITCH = "TEXTCLF_NATIVE_KERNELS"
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def unusable_because(tf_version: str) -> str | None:
+    """Why the native ops cannot be used here, or None if they can."""
+    if os.environ.get(SWITCH, "1") == "0":
+        return f"{SWITCH}=0"
+    return build_problem(tf_version)
+
+
+def build_problem(tf_version: str) -> str | None:
+    """What is wrong with the built library for this TensorFlow and CPU, or None."""
+    if not LIBRARY.exists():
+        return f"not built (make kernels, or python -m textclf.kernels.build)"
+    try:
+        info = json.loads(BUILD_INFO.read_text())
+    except (OSError, ValueError):
+        return f"{BUILD_INFO.name} is missing or unreadable: rebuild (make kernels)"
+    if info.get("tensorflow") != tf_version:
+        return (f"built for TensorFlow {info.get('tensorflow')}, running {tf_version}: "
+                "rebuild (make kernels)")
+    missing = set(info.get("cpu_flags", [])) - cpu_flags()
+    if missing:
+        return (f"built on a CPU with {', '.join(sorted(missing)[:4])}, which this one lacks: "
+                "rebuild (make kernels)")
+    return None
+
+
+@functools.cache
+def native_ops():
+    """The loaded op module (``textclf_lstm_forward``, ``textclf_lstm_backward``),
+    or None when the library cannot be used here (see :func:`unusable_because`);
+    the reason goes to stderr once, unless the library was simply never built."""
+    import tensorflow as tf
+
+    reason = unusable_because(tf.__version__)
+    if reason is None:
+        try:
+            return tf.load_op_library(str(LIBRARY))
+        except (tf.errors.NotFoundError, OSError) as error:
+            reason = f"failed to load: {str(error).splitlines()[0]}"
+    if LIBRARY.exists() and not reason.startswith(SWITCH):
+        print(f"textclf: native LSTM kernels not used, {reason}; running the graph loop",
+              file=sys.stderr)
+    return None
+
+
+_stock_ops_only = 0  # > 0 inside stock_ops_only()
+
+
+@contextlib.contextmanager
+def stock_ops_only():
+    """Within it, layers trace their graph loops, not the native ops: for a
+    graph that must run where textclf is not installed (``textclf export``:
+    TensorFlow Serving has only TensorFlow's own ops)."""
+    global _stock_ops_only
+    _stock_ops_only += 1
+    try:
+        yield
+    finally:
+        _stock_ops_only -= 1
+
+
+def native_lstm_available(dtype) -> bool:
+    """True when the native ops can run a recurrence in ``dtype`` (float32
+    only), outside :func:`stock_ops_only`."""
+    import tensorflow as tf
+
+    return (not _stock_ops_only and tf.as_dtype(dtype) == tf.float32
+            and native_ops() is not None)

@@ -1,0 +1,379 @@
+// textclf's native CPU kernels for the LSTM recurrence (see textclf/kernels/__init__.py).
+//
+// The recurrence over precomputed, gate-scaled input projections, forward and
+// backward, each as one TensorFlow op. Inside, the batch's rows are cut into
+// one block per intra-op thread; a block runs all its time steps on one
+// thread (the rows of an LSTM are independent), with one small single-threaded
+// Eigen matmul per step and the element-wise cell update fused around it. The
+// graph loop this replaces (textclf/models/fused_lstm.py) dispatches about 30
+// small ops per step, each through TensorFlow's executor.
+//
+// Layout (row-major, float32), for B rows, T steps, U units:
+//   projected  (B, T, 4U)  x_t @ W, gates i, f, c, o (Keras' order), with the
+//                          candidate's columns doubled (the gate scale)
+//   bias       (4U,)       b, with the same scale
+//   kernel     (U, 4U)     recurrent kernel, with the same scale
+//   h0, c0     (B, U)      initial states
+//   mask       (B, T)      1 = real step, 0 = padding (the state is carried)
+// With the candidate's pre-activation doubled, one sigmoid serves all gates:
+// tanh(z) = 2 sigmoid(2z) - 1. The sigmoid itself is computed as
+// (1 + tanh(z / 2)) / 2: Eigen's vectorised tanh is faster than its logistic,
+// and TensorFlow's own tanh is the same function.
+//
+// Outputs follow Keras' masking rule: a masked step carries h and c and
+// repeats the previous *output*, which starts at zeros, not at h0.
+
+#include <algorithm>
+#include <vector>
+
+#include "Eigen/Core"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/platform/blocking_counter.h"
+#include "tensorflow/core/platform/threadpool.h"
+
+namespace textclf {
+namespace {
+
+using tensorflow::DEVICE_CPU;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::errors::InvalidArgument;
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MatrixMap = Eigen::Map<Matrix>;
+using ConstMatrixMap = Eigen::Map<const Matrix>;
+using Vector = Eigen::Map<Eigen::ArrayXf>;
+using ConstVector = Eigen::Map<const Eigen::ArrayXf>;
+
+// Rows below this share a thread: a smaller block's matmul is too small to pay
+// for the hand-off.
+constexpr int64_t kMinRowsPerBlock = 4;
+
+// Runs work(block, first_row, rows) over [0, batch) in contiguous blocks, one
+// per intra-op thread (the first on the calling thread); returns the number
+// of blocks.
+template <typename Work>
+int64_t ForEachRowBlock(OpKernelContext* ctx, int64_t batch, Work work) {
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  const int64_t blocks = std::max<int64_t>(
+      1, std::min<int64_t>(pool->NumThreads(), batch / kMinRowsPerBlock));
+  auto bounds = [&](int64_t k) { return batch * k / blocks; };
+  tensorflow::BlockingCounter done(blocks - 1);
+  for (int64_t k = 1; k < blocks; ++k) {
+    pool->Schedule([&, k] {
+      work(k, bounds(k), bounds(k + 1) - bounds(k));
+      done.DecrementCount();
+    });
+  }
+  work(0, bounds(0), bounds(1) - bounds(0));
+  done.Wait();
+  return blocks;
+}
+
+// (1 + tanh(z / 2)) / 2, element-wise.
+template <typename In, typename Out>
+void Sigmoid(const In& z, Out&& s) {
+  s = 0.5f * (0.5f * z).tanh() + 0.5f;
+}
+
+// Checks the shapes shared by both ops: kernel (U, 4U), bias (4U), a
+// sequence (B, T, 4U) and mask (B, T), states (B, U).
+tensorflow::Status CheckShapes(const Tensor& sequence, const Tensor& bias, const Tensor& kernel,
+                               const Tensor& state_a, const Tensor& state_b,
+                               const Tensor& mask) {
+  if (kernel.dims() != 2 || kernel.dim_size(1) != 4 * kernel.dim_size(0))
+    return InvalidArgument("kernel must be (U, 4U), got ", kernel.shape().DebugString());
+  const int64_t units = kernel.dim_size(0);
+  if (bias.shape() != TensorShape({4 * units}))
+    return InvalidArgument("bias must be (4U,) = (", 4 * units, "), got ",
+                           bias.shape().DebugString());
+  if (sequence.dims() != 3 || sequence.dim_size(2) != 4 * units)
+    return InvalidArgument("projected must be (B, T, 4U), got ",
+                           sequence.shape().DebugString());
+  const int64_t batch = sequence.dim_size(0), steps = sequence.dim_size(1);
+  const TensorShape state({batch, units});
+  if (state_a.shape() != state || state_b.shape() != state)
+    return InvalidArgument("states must be (B, U) = ", state.DebugString(), ", got ",
+                           state_a.shape().DebugString(), " and ",
+                           state_b.shape().DebugString());
+  if (mask.shape() != TensorShape({batch, steps}))
+    return InvalidArgument("mask must be (B, T), got ", mask.shape().DebugString());
+  return tensorflow::OkStatus();
+}
+
+// Inputs: projected, bias, kernel, h0, c0, mask (see the top of the file).
+// Outputs: outputs (B, T, U) as Keras returns them, h_last and c_last
+// (B, U); and, when `record` is set, what the backward op needs: gates
+// (T, B, 4U) = the sigmoids of the scaled pre-activations, cells (T, B, U),
+// and h_prev (B, T, U) = h before each step, for the caller's one large
+// matmul dU = h_prev^T d_projected. Without `record` these three are empty.
+// A masked step's records are zeros (the backward op does not read them).
+class LstmForwardOp : public OpKernel {
+ public:
+  explicit LstmForwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("record", &record_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& projected = ctx->input(0);
+    const Tensor& bias = ctx->input(1);
+    const Tensor& kernel = ctx->input(2);
+    const Tensor& h0 = ctx->input(3);
+    const Tensor& c0 = ctx->input(4);
+    const Tensor& mask = ctx->input(5);
+    OP_REQUIRES_OK(ctx, CheckShapes(projected, bias, kernel, h0, c0, mask));
+    const int64_t batch = projected.dim_size(0), steps = projected.dim_size(1);
+    const int64_t units = kernel.dim_size(0), gates = 4 * units;
+    const int64_t recorded = record_ ? steps : 0;
+
+    Tensor *outputs, *h_last, *c_last, *gate_record, *cell_record, *h_prev_record;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {batch, steps, units}, &outputs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, {batch, units}, &h_last));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, {batch, units}, &c_last));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, {recorded, batch, gates}, &gate_record));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, {recorded, batch, units}, &cell_record));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, {record_ ? batch : 0, recorded, units},
+                                             &h_prev_record));
+
+    const ConstMatrixMap recurrent(kernel.flat<float>().data(), units, gates);
+    const ConstVector b(bias.flat<float>().data(), gates);
+    const float* x = projected.flat<float>().data();
+    const float* m = mask.flat<float>().data();
+    float* out = outputs->flat<float>().data();
+    float* gate_out = gate_record->flat<float>().data();
+    float* cell_out = cell_record->flat<float>().data();
+    float* h_prev_out = h_prev_record->flat<float>().data();
+
+    ForEachRowBlock(ctx, batch, [&](int64_t, int64_t first, int64_t rows) {
+      if (rows == 0) return;
+      Matrix h = ConstMatrixMap(h0.flat<float>().data() + first * units, rows, units);
+      Matrix c = ConstMatrixMap(c0.flat<float>().data() + first * units, rows, units);
+      Matrix z(rows, gates);
+      Eigen::ArrayXf s_local(gates), c_new(units);
+      std::vector<bool> emitted(rows, false);
+      for (int64_t t = 0; t < steps; ++t) {
+        z.noalias() = h * recurrent;  // the step's one matmul, (rows, U) x (U, 4U)
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t row = first + r;
+          const int64_t at = row * steps + t;  // (row, t) in (B, T, .)
+          const int64_t record_at = t * batch + row;  // (t, row) in (T, B, .)
+          if (record_)
+            Vector(h_prev_out + at * units, units) = h.row(r).array().transpose();
+          Vector s(record_ ? gate_out + record_at * gates : s_local.data(), gates);
+          if (m[at] > 0) {
+            Sigmoid(z.row(r).array().transpose() + ConstVector(x + at * gates, gates) + b, s);
+            const auto i = s.segment(0, units), f = s.segment(units, units);
+            const auto o = s.segment(3 * units, units);
+            const auto g = 2 * s.segment(2 * units, units) - 1;
+            c_new = f * c.row(r).array().transpose() + i * g;
+            c.row(r) = c_new.matrix().transpose();
+            h.row(r) = (o * c_new.tanh()).matrix().transpose();
+            emitted[r] = true;
+          } else if (record_) {
+            s.setZero();  // a masked step carries h and c (Keras' rule)
+          }
+          if (record_) Vector(cell_out + record_at * units, units) = c.row(r).array().transpose();
+          Vector output(out + at * units, units);
+          if (emitted[r]) {
+            output = h.row(r).array().transpose();
+          } else {
+            output.setZero();
+          }
+        }
+      }
+      MatrixMap(h_last->flat<float>().data() + first * units, rows, units) = h;
+      MatrixMap(c_last->flat<float>().data() + first * units, rows, units) = c;
+    });
+  }
+
+ private:
+  bool record_;
+};
+
+// Backprop through time for the forward op's records. Inputs: d_outputs
+// (B, T, U), d_h_last, d_c_last (B, U), bias, kernel, c0, mask, gates,
+// cells. Outputs: d_projected (B, T, 4U) (the gradient of the scaled
+// pre-activations, which is also the bias's per step), d_bias (4U), d_h0,
+// d_c0 (B, U).
+//
+// Per step, with z' the scaled pre-activations and m the mask:
+//   d_h     = d_h_carried + (an output was emitted ? d_outputs[t] : 0)
+//   d_c_new = d_c_carried + d_h o (1 - tanh(c)^2)
+//   d_z'    = [d_c_new g i', d_c_new c_prev f', d_c_new i (1 - g^2) / 2, d_h tanh(c) o'] m
+//   d_h_carried <- m ? d_z' @ kernel^T : d_h;   d_c_carried <- m ? d_c_new f : d_c_carried
+class LstmBackwardOp : public OpKernel {
+ public:
+  explicit LstmBackwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& d_outputs = ctx->input(0);
+    const Tensor& d_h_last = ctx->input(1);
+    const Tensor& d_c_last = ctx->input(2);
+    const Tensor& bias = ctx->input(3);
+    const Tensor& kernel = ctx->input(4);
+    const Tensor& c0 = ctx->input(5);
+    const Tensor& mask = ctx->input(6);
+    const Tensor& gate_record = ctx->input(7);
+    const Tensor& cell_record = ctx->input(8);
+    OP_REQUIRES(ctx, kernel.dims() == 2,
+                InvalidArgument("kernel must be (U, 4U), got ", kernel.shape().DebugString()));
+    const int64_t units = kernel.dim_size(0), gates = 4 * units;
+    OP_REQUIRES(ctx, d_outputs.dims() == 3,
+                InvalidArgument("d_outputs must be (B, T, U), got ",
+                                d_outputs.shape().DebugString()));
+    const int64_t batch = d_outputs.dim_size(0), steps = d_outputs.dim_size(1);
+    // The shared checks, with a (B, T, 4U) stand-in for the sequence.
+    Tensor shape_of_projected(tensorflow::DT_FLOAT, TensorShape({batch, steps, gates}));
+    OP_REQUIRES_OK(ctx, CheckShapes(shape_of_projected, bias, kernel, d_h_last, d_c_last, mask));
+    OP_REQUIRES(ctx, d_outputs.shape() == TensorShape({batch, steps, units}) &&
+                         c0.shape() == d_h_last.shape() &&
+                         gate_record.shape() == TensorShape({steps, batch, gates}) &&
+                         cell_record.shape() == TensorShape({steps, batch, units}),
+                InvalidArgument("d_outputs, c0, gates or cells do not match (B, T, U) = (",
+                                batch, ", ", steps, ", ", units, ")"));
+
+    Tensor *d_projected, *d_bias, *d_h0, *d_c0;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {batch, steps, gates}, &d_projected));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, {gates}, &d_bias));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, d_h_last.shape(), &d_h0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, d_c_last.shape(), &d_c0));
+
+    const ConstMatrixMap recurrent(kernel.flat<float>().data(), units, gates);
+    const float* m = mask.flat<float>().data();
+    const float* d_out = d_outputs.flat<float>().data();
+    const float* s_rec = gate_record.flat<float>().data();
+    const float* c_rec = cell_record.flat<float>().data();
+    float* d_z_out = d_projected->flat<float>().data();
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    Matrix d_bias_per_block = Matrix::Zero(pool->NumThreads() + 1, gates);
+
+    const int64_t blocks = ForEachRowBlock(ctx, batch, [&](int64_t block, int64_t first,
+                                                           int64_t rows) {
+      if (rows == 0) return;
+      Matrix d_h_carried = ConstMatrixMap(d_h_last.flat<float>().data() + first * units,
+                                          rows, units);
+      Matrix d_c_carried = ConstMatrixMap(d_c_last.flat<float>().data() + first * units,
+                                          rows, units);
+      const float* c_start = c0.flat<float>().data() + first * units;
+      // This block's d_z' rows of step t, read in place by the step's matmul.
+      using StridedRows = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
+      Matrix d_h_prev(rows, units);
+      Eigen::ArrayXf d_h(units), d_c_new(units), tanh_c(units);
+      auto d_b = d_bias_per_block.row(block).array().transpose();
+      // A row's outputs before its first real step are zeros: no gradient.
+      std::vector<int64_t> first_real(rows, steps);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t t = 0; t < steps; ++t)
+          if (m[(first + r) * steps + t] > 0) { first_real[r] = t; break; }
+      for (int64_t t = steps - 1; t >= 0; --t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t row = first + r;
+          const int64_t at = row * steps + t, record_at = t * batch + row;
+          d_h = d_h_carried.row(r).array().transpose();
+          if (t >= first_real[r]) d_h += ConstVector(d_out + at * units, units);
+          Vector d_z_row(d_z_out + at * gates, gates);
+          if (!(m[at] > 0)) {  // a masked step passed h and c through unchanged
+            d_z_row.setZero();
+            d_h_carried.row(r) = d_h.matrix().transpose();
+            continue;
+          }
+          const ConstVector s(s_rec + record_at * gates, gates);
+          const ConstVector c(c_rec + record_at * units, units);
+          const ConstVector c_prev(t > 0 ? c_rec + (record_at - batch) * units
+                                         : c_start + r * units, units);
+          const auto i = s.segment(0, units), f = s.segment(units, units);
+          const auto o = s.segment(3 * units, units);
+          const auto g = 2 * s.segment(2 * units, units) - 1;
+          tanh_c = c.tanh();
+          d_c_new = d_c_carried.row(r).array().transpose() + d_h * o * (1 - tanh_c * tanh_c);
+          d_z_row.segment(0, units) = d_c_new * g * i * (1 - i);
+          d_z_row.segment(units, units) = d_c_new * c_prev * f * (1 - f);
+          d_z_row.segment(2 * units, units) = d_c_new * 0.5f * i * (1 - g * g);
+          d_z_row.segment(3 * units, units) = d_h * tanh_c * o * (1 - o);
+          d_b += d_z_row;
+          d_c_carried.row(r) = (d_c_new * f).matrix().transpose();
+        }
+        const StridedRows d_z(d_z_out + (first * steps + t) * gates, rows, gates,
+                              Eigen::OuterStride<>(steps * gates));
+        d_h_prev.noalias() = d_z * recurrent.transpose();  // (rows, 4U) x (4U, U)
+        for (int64_t r = 0; r < rows; ++r)
+          if (m[(first + r) * steps + t] > 0) d_h_carried.row(r) = d_h_prev.row(r);
+      }
+      MatrixMap(d_h0->flat<float>().data() + first * units, rows, units) = d_h_carried;
+      MatrixMap(d_c0->flat<float>().data() + first * units, rows, units) = d_c_carried;
+    });
+    Vector(d_bias->flat<float>().data(), gates) =
+        d_bias_per_block.topRows(blocks).colwise().sum().array().transpose();
+  }
+};
+
+}  // namespace
+
+REGISTER_OP("TextclfLstmForward")
+    .Input("projected: float")
+    .Input("bias: float")
+    .Input("kernel: float")
+    .Input("h0: float")
+    .Input("c0: float")
+    .Input("mask: float")
+    .Output("outputs: float")
+    .Output("h_last: float")
+    .Output("c_last: float")
+    .Output("gates: float")
+    .Output("cells: float")
+    .Output("h_prev: float")
+    .Attr("record: bool = true")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle projected;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &projected));
+      DimensionHandle batch = c->Dim(projected, 0), steps = c->Dim(projected, 1);
+      DimensionHandle units = c->Dim(c->input(2), 0);
+      bool record;
+      TF_RETURN_IF_ERROR(c->GetAttr("record", &record));
+      DimensionHandle none = c->MakeDim(0);
+      c->set_output(0, c->MakeShape({batch, steps, units}));
+      c->set_output(1, c->MakeShape({batch, units}));
+      c->set_output(2, c->MakeShape({batch, units}));
+      c->set_output(3, c->MakeShape({record ? steps : none, batch, c->Dim(projected, 2)}));
+      c->set_output(4, c->MakeShape({record ? steps : none, batch, units}));
+      c->set_output(5, c->MakeShape({record ? batch : none, record ? steps : none, units}));
+      return tensorflow::OkStatus();
+    });
+
+REGISTER_OP("TextclfLstmBackward")
+    .Input("d_outputs: float")
+    .Input("d_h_last: float")
+    .Input("d_c_last: float")
+    .Input("bias: float")
+    .Input("kernel: float")
+    .Input("c0: float")
+    .Input("mask: float")
+    .Input("gates: float")
+    .Input("cells: float")
+    .Output("d_projected: float")
+    .Output("d_bias: float")
+    .Output("d_h0: float")
+    .Output("d_c0: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle d_outputs;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &d_outputs));
+      c->set_output(0, c->MakeShape({c->Dim(d_outputs, 0), c->Dim(d_outputs, 1),
+                                     c->Dim(c->input(3), 0)}));
+      c->set_output(1, c->input(3));
+      c->set_output(2, c->input(1));
+      c->set_output(3, c->input(2));
+      return tensorflow::OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("TextclfLstmForward").Device(DEVICE_CPU), LstmForwardOp);
+REGISTER_KERNEL_BUILDER(Name("TextclfLstmBackward").Device(DEVICE_CPU), LstmBackwardOp);
+
+}  // namespace textclf
