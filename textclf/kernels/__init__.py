@@ -30,6 +30,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..precision import cpu_flags
+
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "lstm_kernels.cc"
 LIBRARY = HERE / "_textclf_kernels.so"
@@ -37,18 +39,6 @@ LIBRARY = HERE / "_textclf_kernels.so"
 BUILD_INFO = HERE / "_textclf_kernels.json"
 #: Set to 0 to run the graph loops even where the library is built.
 SWITCH = "TEXTCLF_NATIVE_KERNELS"
-
-
-def cpu_flags() -> set[str]:
-    """This CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
 
 
 def unusable_because(tf_version: str) -> str | None:
