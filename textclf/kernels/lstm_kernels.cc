@@ -84,11 +84,11 @@ void Sigmoid(const In& z, Out&& s) {
   s = 0.5f * (0.5f * z).tanh() + 0.5f;
 }
 
-// Checks the shapes shared by both ops: kernel (U, 4U), bias (4U), a
-// sequence (B, T, 4U) and mask (B, T), states (B, U).
-tensorflow::Status CheckShapes(const Tensor& sequence, const Tensor& bias, const Tensor& kernel,
-                               const Tensor& state_a, const Tensor& state_b,
-                               const Tensor& mask) {
+// Checks the shapes shared by both ops: kernel (U, 4U), bias (4U), the
+// projections' shape (B, T, 4U), mask (B, T), states (B, U).
+tensorflow::Status CheckShapes(const TensorShape& sequence, const Tensor& bias,
+                               const Tensor& kernel, const Tensor& state_a,
+                               const Tensor& state_b, const Tensor& mask) {
   if (kernel.dims() != 2 || kernel.dim_size(1) != 4 * kernel.dim_size(0))
     return InvalidArgument("kernel must be (U, 4U), got ", kernel.shape().DebugString());
   const int64_t units = kernel.dim_size(0);
@@ -96,8 +96,7 @@ tensorflow::Status CheckShapes(const Tensor& sequence, const Tensor& bias, const
     return InvalidArgument("bias must be (4U,) = (", 4 * units, "), got ",
                            bias.shape().DebugString());
   if (sequence.dims() != 3 || sequence.dim_size(2) != 4 * units)
-    return InvalidArgument("projected must be (B, T, 4U), got ",
-                           sequence.shape().DebugString());
+    return InvalidArgument("projected must be (B, T, 4U), got ", sequence.DebugString());
   const int64_t batch = sequence.dim_size(0), steps = sequence.dim_size(1);
   const TensorShape state({batch, units});
   if (state_a.shape() != state || state_b.shape() != state)
@@ -129,7 +128,7 @@ class LstmForwardOp : public OpKernel {
     const Tensor& h0 = ctx->input(3);
     const Tensor& c0 = ctx->input(4);
     const Tensor& mask = ctx->input(5);
-    OP_REQUIRES_OK(ctx, CheckShapes(projected, bias, kernel, h0, c0, mask));
+    OP_REQUIRES_OK(ctx, CheckShapes(projected.shape(), bias, kernel, h0, c0, mask));
     const int64_t batch = projected.dim_size(0), steps = projected.dim_size(1);
     const int64_t units = kernel.dim_size(0), gates = 4 * units;
     const int64_t recorded = record_ ? steps : 0;
@@ -230,9 +229,8 @@ class LstmBackwardOp : public OpKernel {
                 InvalidArgument("d_outputs must be (B, T, U), got ",
                                 d_outputs.shape().DebugString()));
     const int64_t batch = d_outputs.dim_size(0), steps = d_outputs.dim_size(1);
-    // The shared checks, with a (B, T, 4U) stand-in for the sequence.
-    Tensor shape_of_projected(tensorflow::DT_FLOAT, TensorShape({batch, steps, gates}));
-    OP_REQUIRES_OK(ctx, CheckShapes(shape_of_projected, bias, kernel, d_h_last, d_c_last, mask));
+    OP_REQUIRES_OK(ctx, CheckShapes(TensorShape({batch, steps, gates}), bias, kernel, d_h_last,
+                                    d_c_last, mask));
     OP_REQUIRES(ctx, d_outputs.shape() == TensorShape({batch, steps, units}) &&
                          c0.shape() == d_h_last.shape() &&
                          gate_record.shape() == TensorShape({steps, batch, gates}) &&
