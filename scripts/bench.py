@@ -554,10 +554,12 @@ def memory_check(settings: Settings, results: list[Result]) -> dict:
 
 
 def native_kernels_built() -> bool:
-    """True when textclf's native LSTM ops are compiled here (make kernels)."""
-    from textclf.kernels import LIBRARY
+    """True when textclf's native LSTM ops are compiled here for this
+    TensorFlow and CPU (make kernels), whatever TEXTCLF_NATIVE_KERNELS says."""
+    from textclf.kernels import build_problem
+    from textclf.runtime import import_tensorflow
 
-    return LIBRARY.exists()
+    return build_problem(import_tensorflow().__version__) is None
 
 
 def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:

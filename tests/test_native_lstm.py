@@ -127,6 +127,17 @@ def test_the_native_path_is_the_one_taken(tf, ops, monkeypatch):
     native(x.astype("float32"))
 
 
+def test_runtime_names_the_loop_an_lstm_runs(tf, ops):
+    """What `train` logs, and what decides the thread setting (textclf.runtime)."""
+    from textclf.config import ModelConfig
+    from textclf.runtime import cpu_lstm_loop
+
+    assert cpu_lstm_loop(ModelConfig(type="rnn", cell="lstm")) == "native ops"
+    assert cpu_lstm_loop(ModelConfig(type="rnn", cell="gru")) is None
+    assert cpu_lstm_loop(ModelConfig(type="rnn", cell="lstm", cpu_loop="keras")) is None
+    assert cpu_lstm_loop(ModelConfig(type="cnn")) is None
+
+
 @pytest.mark.parametrize("batch,steps", [(1, 6), (3, 2), (40, 9)])
 def test_batch_sizes_and_row_blocks_inside_a_tf_function(tf, ops, batch, steps):
     """B = 1 and 3 (one row block: fewer rows than a block's minimum) and 40
@@ -182,7 +193,7 @@ def test_ops_with_zero_steps_and_without_records(tf, ops):
     np.testing.assert_array_equal(h, h0)
     np.testing.assert_array_equal(c, c0)
     d_projected, d_bias, d_h0, d_c0 = ops.textclf_lstm_backward(
-        tf.zeros([B, 0, U]), h0, c0, bias, kernel, c0, tf.zeros([B, 0]), gates, cells)
+        tf.zeros([B, 0, U]), h0, c0, kernel, c0, tf.zeros([B, 0]), gates, cells)
     assert d_projected.shape == (B, 0, 4 * U)
     np.testing.assert_array_equal(d_bias, np.zeros(4 * U))
     np.testing.assert_array_equal(d_h0, h0)  # passed straight through

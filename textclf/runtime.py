@@ -45,33 +45,41 @@ def import_tensorflow(verbose: bool = False):
     return tf
 
 
+def cpu_lstm_loop(model_cfg) -> str | None:
+    """Which of textclf's CPU loops runs the model's LSTM: "native ops"
+    (:mod:`textclf.kernels`) or "graph loop" (FusedLSTM's tf.while_loop);
+    None when neither does (not an LSTM with ``model.cpu_loop: auto``, or a
+    GPU is visible, where cuDNN's kernel runs it)."""
+    if model_cfg.type != "rnn" or model_cfg.cell != "lstm" or model_cfg.cpu_loop != "auto":
+        return None
+    tf = import_tensorflow()
+    if tf.config.list_physical_devices("GPU"):
+        return None
+    from .kernels import native_ops
+
+    return "native ops" if native_ops() is not None else "graph loop"
+
+
 def fused_loops_get_one_thread_per_op(model_cfg) -> bool:
-    """Give each TensorFlow op one thread when the model runs textclf's fused
-    LSTM loop on the CPU; True when that was done.
+    """Give each TensorFlow op one thread when the model runs FusedLSTM's graph
+    loop on the CPU; True when that was done.
 
     FusedLSTM cuts a batch into one slice per core whose recurrences run side
     by side (inter-op parallelism). With the default thread pool every small
     op of one slice also splits itself over all cores and waits for the core
     busy with the other slice; one thread per op lets the slices proceed
     independently (scripts/bench_lstm.py --intra-op-threads 1, and the
-    ablation in BENCHMARKS.md). Not where textclf's native LSTM ops are built
-    (:mod:`textclf.kernels`): one op runs the whole recurrence there, its
-    rows spread over the intra-op threads. It is a process-wide setting that TensorFlow accepts only
+    ablation in BENCHMARKS.md). Not with textclf's native LSTM ops: one op
+    runs the whole recurrence there, its rows spread over the intra-op
+    threads. It is a process-wide setting that TensorFlow accepts only
     before it runs its first op, so a process that already ran one keeps its
     threads (returns False).
     """
     # Not for FusedGRU: imdb_rnn's GRU (64 units) trained faster per step with
     # the default threads, timed both ways in separate processes.
-    if (model_cfg.type != "rnn" or model_cfg.cell != "lstm" or model_cfg.cpu_loop != "auto"
-            or len(os.sched_getaffinity(0)) < 2):
+    if len(os.sched_getaffinity(0)) < 2 or cpu_lstm_loop(model_cfg) != "graph loop":
         return False
     tf = import_tensorflow()
-    if tf.config.list_physical_devices("GPU"):  # cuDNN runs the recurrence there
-        return False
-    from .kernels import native_ops
-
-    if native_ops() is not None:  # they cut the rows over the intra-op threads themselves
-        return False
     try:
         tf.config.threading.set_intra_op_parallelism_threads(1)
     except RuntimeError:  # "cannot be modified after initialization"

@@ -419,15 +419,13 @@ def _run_classifier_training(cfg: Config, target: Path, work: Path, progress: di
 
     # First: MultiWorkerMirroredStrategy, and the thread setting, must come
     # before TensorFlow runs any op.
-    from .runtime import fused_loops_get_one_thread_per_op
+    from .runtime import cpu_lstm_loop, fused_loops_get_one_thread_per_op
 
     if cfg.train.distribute == "none" and fused_loops_get_one_thread_per_op(cfg.model):
         log("one thread per TensorFlow op: the fused LSTM's batch slices run side by side")
-    if cfg.model.type == "rnn" and cfg.model.cell == "lstm" and cfg.model.cpu_loop == "auto":
-        from .kernels import native_ops
-
-        log("LSTM recurrence on a CPU: " + ("textclf's native ops" if native_ops() is not None
-                                             else "textclf's graph loop"))
+    loop = cpu_lstm_loop(cfg.model)
+    if loop:
+        log(f"LSTM recurrence on a CPU: textclf's {loop}")
     strategy = distribution_strategy(cfg.train)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     vocabulary = None

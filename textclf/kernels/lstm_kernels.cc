@@ -84,17 +84,14 @@ void Sigmoid(const In& z, Out&& s) {
   s = 0.5f * (0.5f * z).tanh() + 0.5f;
 }
 
-// Checks the shapes shared by both ops: kernel (U, 4U), bias (4U), the
-// projections' shape (B, T, 4U), mask (B, T), states (B, U).
-tensorflow::Status CheckShapes(const TensorShape& sequence, const Tensor& bias,
-                               const Tensor& kernel, const Tensor& state_a,
-                               const Tensor& state_b, const Tensor& mask) {
+// Checks the shapes shared by both ops: kernel (U, 4U), the projections'
+// shape (B, T, 4U), mask (B, T), states (B, U).
+tensorflow::Status CheckShapes(const TensorShape& sequence, const Tensor& kernel,
+                               const Tensor& state_a, const Tensor& state_b,
+                               const Tensor& mask) {
   if (kernel.dims() != 2 || kernel.dim_size(1) != 4 * kernel.dim_size(0))
     return InvalidArgument("kernel must be (U, 4U), got ", kernel.shape().DebugString());
   const int64_t units = kernel.dim_size(0);
-  if (bias.shape() != TensorShape({4 * units}))
-    return InvalidArgument("bias must be (4U,) = (", 4 * units, "), got ",
-                           bias.shape().DebugString());
   if (sequence.dims() != 3 || sequence.dim_size(2) != 4 * units)
     return InvalidArgument("projected must be (B, T, 4U), got ", sequence.DebugString());
   const int64_t batch = sequence.dim_size(0), steps = sequence.dim_size(1);
@@ -128,7 +125,9 @@ class LstmForwardOp : public OpKernel {
     const Tensor& h0 = ctx->input(3);
     const Tensor& c0 = ctx->input(4);
     const Tensor& mask = ctx->input(5);
-    OP_REQUIRES_OK(ctx, CheckShapes(projected.shape(), bias, kernel, h0, c0, mask));
+    OP_REQUIRES_OK(ctx, CheckShapes(projected.shape(), kernel, h0, c0, mask));
+    OP_REQUIRES(ctx, bias.shape() == TensorShape({projected.dim_size(2)}),
+                InvalidArgument("bias must be (4U,), got ", bias.shape().DebugString()));
     const int64_t batch = projected.dim_size(0), steps = projected.dim_size(1);
     const int64_t units = kernel.dim_size(0), gates = 4 * units;
     const int64_t recorded = record_ ? steps : 0;
@@ -198,8 +197,7 @@ class LstmForwardOp : public OpKernel {
 };
 
 // Backprop through time for the forward op's records. Inputs: d_outputs
-// (B, T, U), d_h_last, d_c_last (B, U), bias, kernel, c0, mask, gates,
-// cells. Outputs: d_projected (B, T, 4U) (the gradient of the scaled
+// (B, T, U), d_h_last, d_c_last (B, U), kernel, c0, mask, gates, cells. Outputs: d_projected (B, T, 4U) (the gradient of the scaled
 // pre-activations, which is also the bias's per step), d_bias (4U), d_h0,
 // d_c0 (B, U).
 //
@@ -216,12 +214,11 @@ class LstmBackwardOp : public OpKernel {
     const Tensor& d_outputs = ctx->input(0);
     const Tensor& d_h_last = ctx->input(1);
     const Tensor& d_c_last = ctx->input(2);
-    const Tensor& bias = ctx->input(3);
-    const Tensor& kernel = ctx->input(4);
-    const Tensor& c0 = ctx->input(5);
-    const Tensor& mask = ctx->input(6);
-    const Tensor& gate_record = ctx->input(7);
-    const Tensor& cell_record = ctx->input(8);
+    const Tensor& kernel = ctx->input(3);
+    const Tensor& c0 = ctx->input(4);
+    const Tensor& mask = ctx->input(5);
+    const Tensor& gate_record = ctx->input(6);
+    const Tensor& cell_record = ctx->input(7);
     OP_REQUIRES(ctx, kernel.dims() == 2,
                 InvalidArgument("kernel must be (U, 4U), got ", kernel.shape().DebugString()));
     const int64_t units = kernel.dim_size(0), gates = 4 * units;
@@ -229,7 +226,7 @@ class LstmBackwardOp : public OpKernel {
                 InvalidArgument("d_outputs must be (B, T, U), got ",
                                 d_outputs.shape().DebugString()));
     const int64_t batch = d_outputs.dim_size(0), steps = d_outputs.dim_size(1);
-    OP_REQUIRES_OK(ctx, CheckShapes(TensorShape({batch, steps, gates}), bias, kernel, d_h_last,
+    OP_REQUIRES_OK(ctx, CheckShapes(TensorShape({batch, steps, gates}), kernel, d_h_last,
                                     d_c_last, mask));
     OP_REQUIRES(ctx, d_outputs.shape() == TensorShape({batch, steps, units}) &&
                          c0.shape() == d_h_last.shape() &&
@@ -350,7 +347,6 @@ REGISTER_OP("TextclfLstmBackward")
     .Input("d_outputs: float")
     .Input("d_h_last: float")
     .Input("d_c_last: float")
-    .Input("bias: float")
     .Input("kernel: float")
     .Input("c0: float")
     .Input("mask: float")
@@ -363,9 +359,9 @@ REGISTER_OP("TextclfLstmBackward")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle d_outputs;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &d_outputs));
-      c->set_output(0, c->MakeShape({c->Dim(d_outputs, 0), c->Dim(d_outputs, 1),
-                                     c->Dim(c->input(3), 0)}));
-      c->set_output(1, c->input(3));
+      DimensionHandle gates = c->Dim(c->input(3), 1);  // the kernel's 4U
+      c->set_output(0, c->MakeShape({c->Dim(d_outputs, 0), c->Dim(d_outputs, 1), gates}));
+      c->set_output(1, c->Vector(gates));
       c->set_output(2, c->input(1));
       c->set_output(3, c->input(2));
       return tensorflow::OkStatus();

@@ -220,12 +220,12 @@ def native_lstm(projected, bias, recurrent_kernel, h0, c0, mask, training: bool 
         projected, bias, recurrent_kernel, h0, c0, mask)
 
 
-def _native_gradients(upstream, records, projected, bias, recurrent_kernel, c0, mask):
+def _native_gradients(upstream, records, recurrent_kernel, c0, mask):
     """The gradients of :func:`native_lstm`'s inputs from the forward op's ``records``."""
     d_outputs, d_h_last, d_c_last = (tf.zeros_like(like) if d is None else d  # unused outputs
                                      for d, like in zip(upstream, records[:3]))
     d_projected, d_bias, d_h0, d_c0 = native_ops().textclf_lstm_backward(
-        d_outputs, d_h_last, d_c_last, bias, recurrent_kernel, c0, mask, *records[3:5])
+        d_outputs, d_h_last, d_c_last, recurrent_kernel, c0, mask, *records[3:5])
     # dU = sum over steps of h_{t-1}^T dz_t: one (U, B*T) x (B*T, 4U) matmul.
     units = recurrent_kernel.shape[0]
     d_kernel = tf.matmul(tf.reshape(records[5], [-1, units]),
@@ -240,7 +240,7 @@ def _native_recurrence(projected, bias, recurrent_kernel, h0, c0, mask):
                                                 record=True)
 
     def grad(*upstream):
-        return _native_gradients(upstream, records, projected, bias, recurrent_kernel, c0, mask)
+        return _native_gradients(upstream, records, recurrent_kernel, c0, mask)
 
     return records[:3], grad
 
@@ -253,7 +253,7 @@ def _native_forward_only(projected, bias, recurrent_kernel, h0, c0, mask):
 
     def grad(*upstream):
         records = forward(projected, bias, recurrent_kernel, h0, c0, mask, record=True)
-        return _native_gradients(upstream, records, projected, bias, recurrent_kernel, c0, mask)
+        return _native_gradients(upstream, records, recurrent_kernel, c0, mask)
 
     return results[:3], grad
 
