@@ -4,9 +4,17 @@
 // backward, each as one TensorFlow op. Inside, the batch's rows are cut into
 // one block per intra-op thread; a block runs all its time steps on one
 // thread (the rows of an LSTM are independent), with one small single-threaded
-// Eigen matmul per step and the element-wise cell update fused around it. The
+// matrix product per step and the element-wise cell update fused around it. The
 // graph loop this replaces (textclf/models/fused_lstm.py) dispatches about 30
 // small ops per step, each through TensorFlow's executor.
+//
+// The per-step products use the recurrent kernel packed once per op call
+// (PackPanels) and a register-tiled loop (MultiplyPacked). Eigen's general
+// product, used before, packs both operands on every call and, above its
+// stack limit, allocates its packing buffers each time, fresh pages that the
+// kernel must fault in and zero: in a perf profile of bbc_rnn's training the
+// packing and those page faults took as long as the products' arithmetic.
+// The ops also prefetch and stream their rows (see Memory below).
 //
 // Layout (row-major, float32), for B rows, T steps, U units:
 //   projected  (B, T, 4U)  x_t @ W, gates i, f, c, o (Keras' order), with the
@@ -24,7 +32,12 @@
 // repeats the previous *output*, which starts at zeros, not at h0.
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#endif
 
 #include "Eigen/Core"
 #include "tensorflow/core/framework/op.h"
@@ -53,6 +66,138 @@ using ConstMatrixMap = Eigen::Map<const Matrix>;
 using Vector = Eigen::Map<Eigen::ArrayXf>;
 using ConstVector = Eigen::Map<const Eigen::ArrayXf>;
 
+// ---- Small products with a packed right-hand side --------------------------
+//
+// c (rows, PaddedWidth(n)) = a (rows, depth) x b (depth, n), with b packed by
+// PackPanels into panels of kPanel columns: panel p holds b[k][p*kPanel + j]
+// at packed[(p * depth + k) * kPanel + j], zero beyond column n. A tile of up
+// to kTileRows rows by one panel keeps its 2 * kTileRows accumulators in
+// registers and reads each of a's values once per panel as a broadcast.
+// The lane type is the widest vector this build's CPU flags (-march=native)
+// offer; the scalar fallback keeps the ops correct anywhere.
+#if defined(__AVX512F__)
+using Lanes = __m512;
+constexpr int kLanes = 16;
+inline Lanes LoadLanes(const float* p) { return _mm512_loadu_ps(p); }
+inline void StoreLanes(float* p, Lanes v) { _mm512_storeu_ps(p, v); }
+inline Lanes Broadcast(float x) { return _mm512_set1_ps(x); }
+inline Lanes MultiplyAdd(Lanes a, Lanes b, Lanes c) { return _mm512_fmadd_ps(a, b, c); }
+inline Lanes ZeroLanes() { return _mm512_setzero_ps(); }
+#elif defined(__AVX2__) && defined(__FMA__)
+using Lanes = __m256;
+constexpr int kLanes = 8;
+inline Lanes LoadLanes(const float* p) { return _mm256_loadu_ps(p); }
+inline void StoreLanes(float* p, Lanes v) { _mm256_storeu_ps(p, v); }
+inline Lanes Broadcast(float x) { return _mm256_set1_ps(x); }
+inline Lanes MultiplyAdd(Lanes a, Lanes b, Lanes c) { return _mm256_fmadd_ps(a, b, c); }
+inline Lanes ZeroLanes() { return _mm256_setzero_ps(); }
+#else
+using Lanes = float;
+constexpr int kLanes = 1;
+inline Lanes LoadLanes(const float* p) { return *p; }
+inline void StoreLanes(float* p, Lanes v) { *p = v; }
+inline Lanes Broadcast(float x) { return x; }
+inline Lanes MultiplyAdd(Lanes a, Lanes b, Lanes c) { return a * b + c; }
+inline Lanes ZeroLanes() { return 0.0f; }
+#endif
+
+constexpr int kPanel = 2 * kLanes;  // columns per packed panel
+constexpr int kTileRows = 8;        // 16 accumulators: half the AVX-512 registers
+
+int64_t PaddedWidth(int64_t n) { return (n + kPanel - 1) / kPanel * kPanel; }
+
+// Packs the (depth, width) matrix whose element (k, j) is at(k, j).
+template <typename At>
+Eigen::VectorXf PackPanels(int64_t depth, int64_t width, At at) {
+  Eigen::VectorXf packed(PaddedWidth(width) * depth);
+  for (int64_t p = 0; p < PaddedWidth(width) / kPanel; ++p)
+    for (int64_t k = 0; k < depth; ++k)
+      for (int64_t j = 0; j < kPanel; ++j) {
+        const int64_t column = p * kPanel + j;
+        packed[(p * depth + k) * kPanel + j] = column < width ? at(k, column) : 0.0f;
+      }
+  return packed;
+}
+
+// One tile: c[r][0, kPanel) = sum_k a[r * lda + k] * panel[k][.], r < kRows.
+template <int kRows>
+void MultiplyTile(const float* a, int64_t lda, const float* panel, int64_t depth, float* c,
+                  int64_t ldc) {
+  Lanes low[kRows], high[kRows];
+  for (int r = 0; r < kRows; ++r) low[r] = high[r] = ZeroLanes();
+  for (int64_t k = 0; k < depth; ++k) {
+    const Lanes b_low = LoadLanes(panel + k * kPanel);
+    const Lanes b_high = LoadLanes(panel + k * kPanel + kLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) {
+      const Lanes x = Broadcast(a[r * lda + k]);
+      low[r] = MultiplyAdd(x, b_low, low[r]);
+      high[r] = MultiplyAdd(x, b_high, high[r]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    StoreLanes(c + r * ldc, low[r]);
+    StoreLanes(c + r * ldc + kLanes, high[r]);
+  }
+}
+
+// c (rows, padded_width), row-major, = a (rows, depth; rows lda apart) x packed.
+void MultiplyPacked(const float* a, int64_t lda, int64_t rows, const Eigen::VectorXf& packed,
+                    int64_t depth, int64_t padded_width, float* c) {
+  for (int64_t p = 0; p < padded_width / kPanel; ++p) {
+    const float* panel = packed.data() + p * depth * kPanel;
+    int64_t r = 0;
+    for (; r + kTileRows <= rows; r += kTileRows)
+      MultiplyTile<kTileRows>(a + r * lda, lda, panel, depth, c + r * padded_width + p * kPanel,
+                              padded_width);
+    const float* a_rest = a + r * lda;
+    float* c_rest = c + r * padded_width + p * kPanel;
+    switch (rows - r) {  // the last rows, fewer than a tile
+      case 7: MultiplyTile<7>(a_rest, lda, panel, depth, c_rest, padded_width); break;
+      case 6: MultiplyTile<6>(a_rest, lda, panel, depth, c_rest, padded_width); break;
+      case 5: MultiplyTile<5>(a_rest, lda, panel, depth, c_rest, padded_width); break;
+      case 4: MultiplyTile<4>(a_rest, lda, panel, depth, c_rest, padded_width); break;
+      case 3: MultiplyTile<3>(a_rest, lda, panel, depth, c_rest, padded_width); break;
+      case 2: MultiplyTile<2>(a_rest, lda, panel, depth, c_rest, padded_width); break;
+      case 1: MultiplyTile<1>(a_rest, lda, panel, depth, c_rest, padded_width); break;
+      default: break;
+    }
+  }
+}
+
+// ---- Memory ------------------------------------------------------------------
+//
+// A step reads and writes each row's slice of the (B, T, .) tensors, and
+// consecutive rows' slices are T slices apart: every row is a stream of its
+// own that enters a new page every few steps, which the hardware prefetcher
+// does not follow, so each step would wait on main memory row by row. The ops
+// prefetch the next step's slices themselves, and write what only a later op
+// reads (outputs, records, d_projected) with streaming stores, which skip
+// reading the destination's lines first.
+// Into L2, not L1: a block's slices of one step (32 rows x 2 KB at batch 64)
+// would push the packed kernel out of L1.
+inline void Prefetch(const float* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64 / sizeof(float)) __builtin_prefetch(p + i, 0, 2);
+}
+
+inline void StreamCopy(const float* from, float* to, int64_t n) {
+#if defined(__AVX512F__)
+  int64_t i = 0;
+  for (; i < n && reinterpret_cast<uintptr_t>(to + i) % 64 != 0; ++i) to[i] = from[i];
+  for (; i + 16 <= n; i += 16) _mm512_stream_ps(to + i, _mm512_loadu_ps(from + i));
+  for (; i < n; ++i) to[i] = from[i];
+#else
+  std::copy(from, from + n, to);
+#endif
+}
+
+// Makes a thread's streaming stores visible before it reports its block done.
+inline void StreamFence() {
+#if defined(__AVX512F__)
+  _mm_sfence();
+#endif
+}
+
 // Rows below this share a thread: a smaller block's matmul is too small to pay
 // for the hand-off.
 constexpr int64_t kMinRowsPerBlock = 4;
@@ -70,10 +215,12 @@ int64_t ForEachRowBlock(OpKernelContext* ctx, int64_t batch, Work work) {
   for (int64_t k = 1; k < blocks; ++k) {
     pool->Schedule([&, k] {
       work(k, bounds(k), bounds(k + 1) - bounds(k));
+      StreamFence();
       done.DecrementCount();
     });
   }
   work(0, bounds(0), bounds(1) - bounds(0));
+  StreamFence();
   done.Wait();
   return blocks;
 }
@@ -141,7 +288,10 @@ class LstmForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, {record_ ? batch : 0, recorded, units},
                                              &h_prev_record));
 
-    const ConstMatrixMap recurrent(kernel.flat<float>().data(), units, gates);
+    const float* recurrent = kernel.flat<float>().data();
+    const Eigen::VectorXf packed = PackPanels(
+        units, gates, [&](int64_t k, int64_t j) { return recurrent[k * gates + j]; });
+    const int64_t z_width = PaddedWidth(gates);
     const ConstVector b(bias.flat<float>().data(), gates);
     const float* x = projected.flat<float>().data();
     const float* m = mask.flat<float>().data();
@@ -154,20 +304,22 @@ class LstmForwardOp : public OpKernel {
       if (rows == 0) return;
       Matrix h = ConstMatrixMap(h0.flat<float>().data() + first * units, rows, units);
       Matrix c = ConstMatrixMap(c0.flat<float>().data() + first * units, rows, units);
-      Matrix z(rows, gates);
-      Eigen::ArrayXf s_local(gates), c_new(units);
+      Matrix z(rows, z_width);
+      Eigen::ArrayXf s(gates), c_new(units);
+      const Eigen::ArrayXf zeros = Eigen::ArrayXf::Zero(gates);  // gates >= units
       std::vector<bool> emitted(rows, false);
       for (int64_t t = 0; t < steps; ++t) {
-        z.noalias() = h * recurrent;  // the step's one matmul, (rows, U) x (U, 4U)
+        // The step's one product, (rows, U) x (U, 4U).
+        MultiplyPacked(h.data(), units, rows, packed, units, z_width, z.data());
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t row = first + r;
           const int64_t at = row * steps + t;  // (row, t) in (B, T, .)
           const int64_t record_at = t * batch + row;  // (t, row) in (T, B, .)
-          if (record_)
-            Vector(h_prev_out + at * units, units) = h.row(r).array().transpose();
-          Vector s(record_ ? gate_out + record_at * gates : s_local.data(), gates);
+          if (t + 1 < steps) Prefetch(x + (at + 1) * gates, gates);  // the row's next step
+          if (record_) StreamCopy(h.row(r).data(), h_prev_out + at * units, units);
           if (m[at] > 0) {
-            Sigmoid(z.row(r).array().transpose() + ConstVector(x + at * gates, gates) + b, s);
+            Sigmoid(z.row(r).head(gates).array().transpose() + ConstVector(x + at * gates, gates) +
+                        b, s);
             const auto i = s.segment(0, units), f = s.segment(units, units);
             const auto o = s.segment(3 * units, units);
             const auto g = 2 * s.segment(2 * units, units) - 1;
@@ -175,16 +327,13 @@ class LstmForwardOp : public OpKernel {
             c.row(r) = c_new.matrix().transpose();
             h.row(r) = (o * c_new.tanh()).matrix().transpose();
             emitted[r] = true;
+            if (record_) StreamCopy(s.data(), gate_out + record_at * gates, gates);
           } else if (record_) {
-            s.setZero();  // a masked step carries h and c (Keras' rule)
+            // A masked step carries h and c (Keras' rule); its gates are zeros.
+            StreamCopy(zeros.data(), gate_out + record_at * gates, gates);
           }
-          if (record_) Vector(cell_out + record_at * units, units) = c.row(r).array().transpose();
-          Vector output(out + at * units, units);
-          if (emitted[r]) {
-            output = h.row(r).array().transpose();
-          } else {
-            output.setZero();
-          }
+          if (record_) StreamCopy(c.row(r).data(), cell_out + record_at * units, units);
+          StreamCopy(emitted[r] ? h.row(r).data() : zeros.data(), out + at * units, units);
         }
       }
       MatrixMap(h_last->flat<float>().data() + first * units, rows, units) = h;
@@ -241,7 +390,11 @@ class LstmBackwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, d_h_last.shape(), &d_h0));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, d_c_last.shape(), &d_c0));
 
-    const ConstMatrixMap recurrent(kernel.flat<float>().data(), units, gates);
+    // kernel^T, (4U, U), packed for the step's product d_z' @ kernel^T.
+    const float* recurrent = kernel.flat<float>().data();
+    const Eigen::VectorXf packed = PackPanels(
+        gates, units, [&](int64_t k, int64_t j) { return recurrent[j * gates + k]; });
+    const int64_t h_width = PaddedWidth(units);
     const float* m = mask.flat<float>().data();
     const float* d_out = d_outputs.flat<float>().data();
     const float* s_rec = gate_record.flat<float>().data();
@@ -258,10 +411,11 @@ class LstmBackwardOp : public OpKernel {
       Matrix d_c_carried = ConstMatrixMap(d_c_last.flat<float>().data() + first * units,
                                           rows, units);
       const float* c_start = c0.flat<float>().data() + first * units;
-      // This block's d_z' rows of step t, read in place by the step's matmul.
-      using StridedRows = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
-      Matrix d_h_prev(rows, units);
+      // This block's d_z' rows of step t, contiguous for the step's product
+      // (in d_projected they are T * 4U apart), and that product.
+      Matrix d_z_block(rows, gates), d_h_prev(rows, h_width);
       Eigen::ArrayXf d_h(units), d_c_new(units), tanh_c(units);
+      const Eigen::ArrayXf zeros = Eigen::ArrayXf::Zero(gates);
       auto d_b = d_bias_per_block.row(block).array().transpose();
       // A row's outputs before its first real step are zeros: no gradient.
       std::vector<int64_t> first_real(rows, steps);
@@ -272,11 +426,17 @@ class LstmBackwardOp : public OpKernel {
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t row = first + r;
           const int64_t at = row * steps + t, record_at = t * batch + row;
+          if (t > 0) {  // the row's slices of the step before, which comes next
+            Prefetch(d_out + (at - 1) * units, units);
+            Prefetch(s_rec + (record_at - batch) * gates, gates);
+            if (t > 1) Prefetch(c_rec + (record_at - 2 * batch) * units, units);
+          }
           d_h = d_h_carried.row(r).array().transpose();
           if (t >= first_real[r]) d_h += ConstVector(d_out + at * units, units);
-          Vector d_z_row(d_z_out + at * gates, gates);
+          Vector d_z_row(d_z_block.data() + r * gates, gates);
           if (!(m[at] > 0)) {  // a masked step passed h and c through unchanged
             d_z_row.setZero();
+            StreamCopy(zeros.data(), d_z_out + at * gates, gates);
             d_h_carried.row(r) = d_h.matrix().transpose();
             continue;
           }
@@ -294,13 +454,13 @@ class LstmBackwardOp : public OpKernel {
           d_z_row.segment(2 * units, units) = d_c_new * 0.5f * i * (1 - g * g);
           d_z_row.segment(3 * units, units) = d_h * tanh_c * o * (1 - o);
           d_b += d_z_row;
+          StreamCopy(d_z_row.data(), d_z_out + at * gates, gates);
           d_c_carried.row(r) = (d_c_new * f).matrix().transpose();
         }
-        const StridedRows d_z(d_z_out + (first * steps + t) * gates, rows, gates,
-                              Eigen::OuterStride<>(steps * gates));
-        d_h_prev.noalias() = d_z * recurrent.transpose();  // (rows, 4U) x (4U, U)
+        // (rows, 4U) x (4U, U)
+        MultiplyPacked(d_z_block.data(), gates, rows, packed, gates, h_width, d_h_prev.data());
         for (int64_t r = 0; r < rows; ++r)
-          if (m[(first + r) * steps + t] > 0) d_h_carried.row(r) = d_h_prev.row(r);
+          if (m[(first + r) * steps + t] > 0) d_h_carried.row(r) = d_h_prev.row(r).head(units);
       }
       MatrixMap(d_h0->flat<float>().data() + first * units, rows, units) = d_h_carried;
       MatrixMap(d_c0->flat<float>().data() + first * units, rows, units) = d_c_carried;
