@@ -155,6 +155,44 @@ def test_batch_sizes_and_row_blocks_inside_a_tf_function(tf, ops, batch, steps):
         assert_close(a, e, f"B={batch} T={steps} tensor {k}")
 
 
+@pytest.mark.parametrize("units", [17, 40])
+def test_widths_over_several_packed_panels_and_unaligned_rows(tf, ops, units):
+    """The per-step products run on the recurrent kernel packed in panels of
+    up to 32 columns, tiles of up to 8 rows: 4U = 68 and 160 columns take
+    several panels, the last one partly padding, and U = 17 puts the rows the
+    ops stream out at addresses that are not 64-byte aligned. Batch 21 gives
+    each thread's block full tiles and a remainder."""
+    import keras
+
+    from textclf.models.fused_lstm import FusedLSTM
+
+    stock = keras.layers.LSTM(units, return_sequences=True, return_state=True, dtype="float64")
+    native = FusedLSTM(units, return_sequences=True, return_state=True)
+    native.native_loop = True
+    for layer in (stock, native):
+        layer.build((None, None, D))
+    rng = np.random.default_rng(units)
+    weights = [rng.normal(0, 0.3, size=w.shape) for w in stock.get_weights()]
+    stock.set_weights(weights)
+    native.set_weights([w.astype("float32") for w in weights])
+    batch, steps = 21, 6
+    x = rng.normal(size=(batch, steps, D))
+    mask = rng.random((batch, steps)) > 0.25
+    readout = np.linspace(0.5, 1.5, units)
+
+    def run(layer):
+        xt = tf.constant(x, layer.compute_dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            seq, h, c = layer(xt, mask=tf.constant(mask), training=True)
+            loss = (tf.reduce_sum(tf.sin(seq) * tf.cast(readout, layer.compute_dtype))
+                    + tf.reduce_sum(h * c))
+        return [seq, h, c, *tape.gradient(loss, [xt, *layer.trainable_weights])]
+
+    for k, (a, e) in enumerate(zip(run(native), run(stock))):
+        assert_close(a, e, f"U={units} tensor {k}")
+
+
 def test_numpy_reference_agrees_forward_and_backward(tf, ops):
     """The reference net (float64) with the layer's weights: outputs, the
     input gradient and every weight gradient for an upstream gradient dy."""
