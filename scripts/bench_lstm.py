@@ -26,7 +26,14 @@ GFLOP/s count the matmul work only (training = 3 x forward, forward =
 2 * 4U * (D + U) per step per row) against a float32 2048 x 2048 matmul
 measured in the same process.
 
+``--ops`` times the native ops alone instead (where built): the forward op
+with and without its records for the backward op, and the backward op, on
+random projections with every step real. Their GFLOP/s count only the
+step's recurrent product, 2 * U * 4U per row: the rest of each op is
+element-wise work and memory traffic, which is what these rows show.
+
     python scripts/bench_lstm.py [--batch 32,64 --steps 400 --units 128 --features 128]
+    python scripts/bench_lstm.py --ops [--batch 64]
 """
 
 from __future__ import annotations
@@ -79,6 +86,53 @@ def bulk_products(tf, batch: int, steps: int, features: int, units: int, groups:
     return run
 
 
+def time_native_ops(tf, args, peak: float) -> int:
+    """Prints per-step times of the native ops alone (``--ops``); 1 where they are not built."""
+    from textclf.kernels import native_ops, unusable_because
+
+    ops = native_ops()
+    if ops is None:
+        print(f"native ops unusable: {unusable_because(tf.__version__)}")
+        return 1
+    steps, units = args.steps, args.units
+    print(f"native LSTM ops alone, {steps} steps, {units} units, float32, median of "
+          f"{args.repeats}; {len(os.sched_getaffinity(0))} CPUs; matmul peak {peak:.1f} GFLOP/s")
+    for batch in (int(b) for b in args.batch.split(",")):
+        rng = np.random.default_rng(0)
+        projected = tf.constant(rng.normal(0, 0.3, size=(batch, steps, 4 * units)), tf.float32)
+        bias = tf.zeros(4 * units)
+        kernel = tf.constant(rng.normal(0, 0.05, size=(units, 4 * units)), tf.float32)
+        state = tf.zeros((batch, units))
+        mask = tf.ones((batch, steps))
+        d_outputs = tf.constant(rng.normal(size=(batch, steps, units)), tf.float32)
+        gates, cells = ops.textclf_lstm_forward(projected, bias, kernel, state, state, mask)[3:5]
+
+        # Each returns one element of a result, so the timing is the op's, not a copy's.
+        def forward(record):
+            outputs = ops.textclf_lstm_forward(projected, bias, kernel, state, state, mask,
+                                               record=record)
+            return outputs[3][0, 0, 0] if record else outputs[0][0, 0, 0]
+
+        runs = {
+            "forward, with records": tf.function(lambda: forward(True)),
+            "forward, lean": tf.function(lambda: forward(False)),
+            "backward": tf.function(lambda: ops.textclf_lstm_backward(
+                d_outputs, state, state, kernel, state, mask, gates, cells)[0][0, 0, 0]),
+        }
+        times = {name: [] for name in runs}
+        for fn in runs.values():
+            fn().numpy()
+        for _ in range(args.repeats):
+            for name, fn in runs.items():
+                times[name].append(_timed(lambda fn=fn: fn().numpy()))
+        flops = 2 * units * 4 * units * steps * batch
+        for name in runs:
+            seconds = statistics.median(times[name])
+            print(f"  batch {batch:3d}  {name:22s} {seconds / steps * 1e6:6.1f} us/step  "
+                  f"{flops / seconds / 1e9:6.1f} GFLOP/s of the recurrent product")
+    return 0
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -97,6 +151,9 @@ def main(argv=None) -> int:
                              "textclf's choice)")
     parser.add_argument("--intra-op-threads", type=int, default=0,
                         help="TensorFlow's threads per op (0: its default, all cores)")
+    parser.add_argument("--ops", action="store_true",
+                        help="time the native ops alone (forward with and without records, "
+                             "backward) instead of the layers")
     args = parser.parse_args(argv)
 
     from textclf.runtime import import_tensorflow
@@ -111,6 +168,8 @@ def main(argv=None) -> int:
 
     groups = FusedLSTM.batch_groups
     peak = matmul_peak(tf)
+    if args.ops:
+        return time_native_ops(tf, args, peak)
     steps, units, features = args.steps, args.units, args.features
     threads = args.intra_op_threads or "all cores"
     print(f"LSTM layer forward + backward, {steps} steps, {features} features, {units} units, "

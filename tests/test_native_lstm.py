@@ -327,3 +327,18 @@ def test_build_command_uses_tensorflows_flags(tf):
     assert set(tf.sysconfig.get_compile_flags()) <= set(command)
     assert set(tf.sysconfig.get_link_flags()) <= set(command)
     assert command[command.index("-o") + 1] == "out.so"
+
+
+def test_bench_lstm_times_the_ops_alone(tf, ops, capsys):
+    """``scripts/bench_lstm.py --ops``, whose numbers the README quotes, runs
+    the three op variants at a tiny size and reports each."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import bench_lstm
+
+    assert bench_lstm.main(["--ops", "--batch", "3", "--steps", "4", "--units", "5",
+                            "--repeats", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "us/step" in line]
+    names = ["forward, with records", "forward, lean", "backward"]
+    assert len(rows) == 3 and all(name in row for name, row in zip(names, rows)), rows
