@@ -7,9 +7,10 @@ than the arithmetic (``scripts/bench_lstm.py``: the loop's products timed in
 bulk, without a loop, run 2.7x faster). ``lstm_kernels.cc`` runs the same
 recurrence (forward, and backprop through time) inside one op each: the rows
 of a batch are cut into one block per intra-op thread, and each block runs all
-its steps with one single-threaded Eigen matmul and the fused element-wise
-cell update per step. The recurrent kernel's gradient and everything else
-stay large TensorFlow matmuls.
+its steps with one single-threaded product (on the recurrent kernel packed
+once per call, in register tiles of the widest vectors the CPU has) and the
+fused element-wise cell update per step. The recurrent kernel's gradient and
+everything else stay large TensorFlow matmuls.
 
 The library is compiled on the machine that uses it (``make kernels``, run by
 ``make install``, or ``python -m textclf.kernels.build``), against the
