@@ -342,3 +342,59 @@ def test_bench_lstm_times_the_ops_alone(tf, ops, capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if "us/step" in line]
     names = ["forward, with records", "forward, lean", "backward"]
     assert len(rows) == 3 and all(name in row for name, row in zip(names, rows)), rows
+
+
+PORTABLE_RUN = """
+import sys
+import numpy as np
+import tensorflow as tf
+ops = tf.load_op_library(sys.argv[1])
+data = np.load(sys.argv[2])
+forward = ops.textclf_lstm_forward(data["projected"], data["bias"], data["kernel"], data["h0"],
+                                   data["c0"], data["mask"])
+backward = ops.textclf_lstm_backward(data["d_outputs"], data["h0"], data["c0"], data["kernel"],
+                                     data["c0"], data["mask"], forward[3], forward[4])
+np.savez(sys.argv[3], *[t.numpy() for t in (*forward, *backward)])
+"""
+
+
+@pytest.mark.parametrize("flags", [["-mno-avx512f"], ["-mno-avx"]], ids=["avx2", "sse"])
+def test_builds_for_older_cpus_compute_the_same(tf, ops, tmp_path, flags):
+    """The per-step product has an AVX-512, an AVX2 and a plain C++ version,
+    chosen by the build's CPU flags; this machine's build runs one of them.
+    The library built without AVX-512 (and without AVX at all), run in a
+    process of its own (two builds cannot register the same ops in one),
+    must give the same outputs and gradients as this process's build, at a
+    size with several panels, tile remainders and unaligned rows."""
+    import os
+    import shutil
+
+    from textclf.kernels import build
+
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler")
+    command = build.compile_command(tmp_path / "variant.so")
+    after_march = command.index("-march=native") + 1
+    command[after_march:after_march] = flags  # later flags win over -march=native's
+    subprocess.run(command, check=True, capture_output=True)
+
+    rng = np.random.default_rng(11)
+    batch, steps, units = 21, 5, 17
+    data = {"projected": rng.normal(0, 0.5, (batch, steps, 4 * units)),
+            "bias": rng.normal(0, 0.1, 4 * units), "kernel": rng.normal(0, 0.3, (units, 4 * units)),
+            "h0": rng.normal(0, 0.5, (batch, units)), "c0": rng.normal(0, 0.5, (batch, units)),
+            "mask": (rng.random((batch, steps)) > 0.25).astype(float),
+            "d_outputs": rng.normal(size=(batch, steps, units))}
+    data = {k: v.astype(np.float32) for k, v in data.items()}
+    np.savez(tmp_path / "inputs.npz", **data)
+    subprocess.run([sys.executable, "-c", PORTABLE_RUN, str(tmp_path / "variant.so"),
+                    str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz")],
+                   check=True, capture_output=True)
+    variant = np.load(tmp_path / "outputs.npz")
+    forward = ops.textclf_lstm_forward(data["projected"], data["bias"], data["kernel"],
+                                       data["h0"], data["c0"], data["mask"])
+    backward = ops.textclf_lstm_backward(data["d_outputs"], data["h0"], data["c0"],
+                                         data["kernel"], data["c0"], data["mask"], forward[3],
+                                         forward[4])
+    for k, expected in enumerate((*forward, *backward)):
+        assert_close(variant[f"arr_{k}"], expected.numpy(), f"{flags} output {k}")
