@@ -174,8 +174,9 @@ void MultiplyPacked(const float* a, int64_t lda, int64_t rows, const Eigen::Vect
 // prefetch the next step's slices themselves, and write what only a later op
 // reads (outputs, records, d_projected) with streaming stores, which skip
 // reading the destination's lines first.
-// Into L2, not L1: a block's slices of one step (32 rows x 2 KB at batch 64)
-// would push the packed kernel out of L1.
+
+// Prefetches into L2, not L1: a block's slices of one step (32 rows x 2 KB at
+// batch 64) would push the product's current panel out of L1.
 inline void Prefetch(const float* p, int64_t n) {
   for (int64_t i = 0; i < n; i += 64 / sizeof(float)) __builtin_prefetch(p + i, 0, 2);
 }
