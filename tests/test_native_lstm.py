@@ -53,19 +53,23 @@ def assert_close(actual, expected, what):
     assert error < TOLERANCE, f"{what}: relative difference {error:.2e}"
 
 
-def layers_with_the_same_weights(**options):
-    """A float64 keras.layers.LSTM and a float32 FusedLSTM on the native ops."""
+def layers_with_the_same_weights(units=U, draw=None, **options):
+    """A float64 keras.layers.LSTM and a float32 FusedLSTM on the native ops,
+    with weights ``draw(shape)`` (default: N(0, 0.7), each from seed 3)."""
     import keras
 
     from textclf.models.fused_lstm import FusedLSTM
 
-    stock = keras.layers.LSTM(U, return_sequences=True, return_state=True, dtype="float64",
+    if draw is None:
+        def draw(shape):
+            return np.random.default_rng(3).normal(0, 0.7, size=shape)
+    stock = keras.layers.LSTM(units, return_sequences=True, return_state=True, dtype="float64",
                               **options)
-    native = FusedLSTM(U, return_sequences=True, return_state=True, **options)
+    native = FusedLSTM(units, return_sequences=True, return_state=True, **options)
     native.native_loop = True
     for layer in (stock, native):
         layer.build((None, None, D))
-    weights = [np.random.default_rng(3).normal(0, 0.7, size=w.shape) for w in stock.get_weights()]
+    weights = [draw(w.shape) for w in stock.get_weights()]
     stock.set_weights(weights)
     native.set_weights([w.astype("float32") for w in weights])
     return stock, native
@@ -162,19 +166,9 @@ def test_widths_over_several_packed_panels_and_unaligned_rows(tf, ops, units):
     several panels, the last one partly padding, and U = 17 puts the rows the
     ops stream out at addresses that are not 64-byte aligned. Batch 21 gives
     each thread's block full tiles and a remainder."""
-    import keras
-
-    from textclf.models.fused_lstm import FusedLSTM
-
-    stock = keras.layers.LSTM(units, return_sequences=True, return_state=True, dtype="float64")
-    native = FusedLSTM(units, return_sequences=True, return_state=True)
-    native.native_loop = True
-    for layer in (stock, native):
-        layer.build((None, None, D))
     rng = np.random.default_rng(units)
-    weights = [rng.normal(0, 0.3, size=w.shape) for w in stock.get_weights()]
-    stock.set_weights(weights)
-    native.set_weights([w.astype("float32") for w in weights])
+    stock, native = layers_with_the_same_weights(
+        units, draw=lambda shape: rng.normal(0, 0.3, size=shape))
     batch, steps = 21, 6
     x = rng.normal(size=(batch, steps, D))
     mask = rng.random((batch, steps)) > 0.25
