@@ -355,7 +355,9 @@ np.savez(sys.argv[3], *[t.numpy() for t in (*forward, *backward)])
 @pytest.mark.parametrize("flags", [["-mno-avx512f"], ["-mno-avx"]], ids=["avx2", "sse"])
 def test_builds_for_older_cpus_compute_the_same(tf, ops, tmp_path, flags):
     """The per-step product has an AVX-512, an AVX2 and a plain C++ version,
-    chosen by the build's CPU flags; this machine's build runs one of them.
+    chosen by the build's CPU flags, and the AVX-512 build also has a tanh of
+    its own (a reciprocal instead of Eigen's division); this machine's build
+    runs one of them.
     The library built without AVX-512 (and without AVX at all), run in a
     process of its own (two builds cannot register the same ops in one),
     must give the same outputs and gradients as this process's build, at a
