@@ -30,7 +30,11 @@ measured in the same process.
 with and without its records for the backward op, and the backward op, on
 random projections with every step real. Their GFLOP/s count only the
 step's recurrent product, 2 * U * 4U per row: the rest of each op is
-element-wise work and memory traffic, which is what these rows show.
+element-wise work and memory traffic, which is what these rows show. Two
+more rows time the gradients that follow the backward op, ``dX = dZ W^T``,
+``dW = X^T dZ`` and ``dU = H^T dZ``: the gradients op against the three
+``tf.matmul`` products it replaces (GFLOP/s of
+2 * 4U * (2D + U) per step and row).
 
     python scripts/bench_lstm.py [--batch 32,64 --steps 400 --units 128 --features 128]
     python scripts/bench_lstm.py --ops [--batch 64]
@@ -105,7 +109,11 @@ def time_native_ops(tf, args, peak: float) -> int:
         state = tf.zeros((batch, units))
         mask = tf.ones((batch, steps))
         d_outputs = tf.constant(rng.normal(size=(batch, steps, units)), tf.float32)
-        gates, cells = ops.textclf_lstm_forward(projected, bias, kernel, state, state, mask)[3:5]
+        gates, cells, h_prev = ops.textclf_lstm_forward(projected, bias, kernel, state, state,
+                                                        mask)[3:6]
+        inputs = tf.constant(rng.normal(size=(batch, steps, args.features)), tf.float32)
+        d_projected = tf.constant(rng.normal(size=(batch, steps, 4 * units)), tf.float32)
+        w = tf.constant(rng.normal(0, 0.05, size=(args.features, 4 * units)), tf.float32)
 
         # Each returns one element of a result, so the timing is the op's, not a copy's.
         def forward(record):
@@ -118,6 +126,13 @@ def time_native_ops(tf, args, peak: float) -> int:
             "forward, lean": tf.function(lambda: forward(False)),
             "backward": tf.function(lambda: ops.textclf_lstm_backward(
                 d_outputs, state, state, kernel, state, mask, gates, cells)[0][0, 0, 0]),
+            "dX, dW, dU: op": tf.function(lambda: ops.textclf_lstm_gradients(
+                inputs, h_prev, d_projected, w)[2][0, 0]),
+            "dX, dW, dU: matmuls": tf.function(lambda: tf.stack([
+                tf.matmul(tf.reshape(d_projected, [-1, 4 * units]), w, transpose_b=True)[0, 0],
+                *(tf.matmul(tf.reshape(a, [-1, a.shape[-1]]),
+                            tf.reshape(d_projected, [-1, 4 * units]), transpose_a=True)[0, 0]
+                  for a in (inputs, h_prev))])),
         }
         times = {name: [] for name in runs}
         for fn in runs.values():
@@ -125,11 +140,14 @@ def time_native_ops(tf, args, peak: float) -> int:
         for _ in range(args.repeats):
             for name, fn in runs.items():
                 times[name].append(_timed(lambda fn=fn: fn().numpy()))
-        flops = 2 * units * 4 * units * steps * batch
+        recurrent_flops = 2 * units * 4 * units * steps * batch
+        gradient_flops = 2 * 4 * units * (2 * args.features + units) * steps * batch
         for name in runs:
             seconds = statistics.median(times[name])
+            flops, of = ((gradient_flops, "the three products") if name.startswith("dX")
+                         else (recurrent_flops, "the recurrent product"))
             print(f"  batch {batch:3d}  {name:22s} {seconds / steps * 1e6:6.1f} us/step  "
-                  f"{flops / seconds / 1e9:6.1f} GFLOP/s of the recurrent product")
+                  f"{flops / seconds / 1e9:6.1f} GFLOP/s of {of}")
     return 0
 
 

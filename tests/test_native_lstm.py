@@ -112,8 +112,11 @@ def test_matches_keras_outputs_and_gradients(tf, ops, mask_name, go_backwards, t
         assert_close(a, e, name)
 
 
-def test_the_native_path_is_the_one_taken(tf, ops, monkeypatch):
-    """Guards the comparisons above: with the ops made to fail, the layer fails."""
+@pytest.mark.parametrize("training,entry", [(False, "native_lstm"),
+                                            (True, "native_lstm_training")])
+def test_the_native_path_is_the_one_taken(tf, ops, monkeypatch, training, entry):
+    """Guards the comparisons above: with the ops made to fail, the layer
+    fails (training runs the variant that includes the input projection)."""
     from textclf.kernels import native_lstm_available
     from textclf.models import fused_lstm
 
@@ -124,11 +127,11 @@ def test_the_native_path_is_the_one_taken(tf, ops, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("native op called")
 
-    monkeypatch.setattr(fused_lstm, "native_lstm", broken)
+    monkeypatch.setattr(fused_lstm, entry, broken)
     with pytest.raises(RuntimeError, match="native op called"):
-        native(x.astype("float32"))
+        native(x.astype("float32"), training=training)
     native.native_loop = False  # the graph loop does not call it
-    native(x.astype("float32"))
+    native(x.astype("float32"), training=training)
 
 
 def test_runtime_names_the_loop_an_lstm_runs(tf, ops):
@@ -239,6 +242,31 @@ def test_ops_with_zero_steps_and_without_records(tf, ops):
         np.testing.assert_array_equal(a, e)
 
 
+@pytest.mark.parametrize("batch,steps,width,units", [
+    (7, 90, 130, 40), (5, 7, 13, 17), (1, 3, 3, 4), (0, 5, 3, 4), (4, 0, 3, 4)])
+def test_gradients_op_over_all_steps(tf, ops, batch, steps, width, units):
+    """d_inputs = d_z kernel^T, d_kernel = x^T d_z and d_recurrent =
+    h_prev^T d_z over the B*T steps, against float64 NumPy. 630 steps span
+    several 128-step chunks (the last partial) and one block per thread; 35
+    and 3 steps fewer than a chunk (3: one block); none at all gives zeros.
+    Widths 130, 13 and 3 leave partial 8-row tiles and partial 32-column
+    panels of d_inputs, and 4U = 160, 68 and 16 partial panels of the
+    weights' gradients. The big case runs first, so the smaller ones reuse
+    its larger packing buffers."""
+    rng = np.random.default_rng(batch * 1000 + width)
+    x, h_prev, d_z = (rng.normal(size=(batch, steps, n)) for n in (width, units, 4 * units))
+    kernel = rng.normal(size=(width, 4 * units))
+    d_inputs, d_kernel, d_recurrent = ops.textclf_lstm_gradients(
+        *(tf.constant(a, tf.float32) for a in (x, h_prev, d_z, kernel)))
+
+    def summed(a):
+        return a.reshape(-1, a.shape[-1]).T @ d_z.reshape(-1, 4 * units)
+
+    assert_close(d_inputs, d_z @ kernel.T, "d_inputs")
+    assert_close(d_kernel, summed(x), "d_kernel")
+    assert_close(d_recurrent, summed(h_prev), "d_recurrent")
+
+
 def test_ops_reject_inconsistent_shapes(tf, ops):
     kernel, bias = tf.zeros([U, 4 * U]), tf.zeros([4 * U])
     state = tf.zeros([B, U])
@@ -248,6 +276,11 @@ def test_ops_reject_inconsistent_shapes(tf, ops):
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"kernel must be \(U, 4U\)"):
         ops.textclf_lstm_forward(tf.zeros([B, T, 4 * U]), bias, tf.zeros([U, 3 * U]), state,
                                  state, tf.zeros([B, T]))
+    for d_projected, kernel in [([B, T + 1, 4 * U], [D, 4 * U]), ([B, T, 4 * U], [U, 4 * U])]:
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"d_projected \(B, T, 4U\) and kernel \(D, 4U\)"):
+            ops.textclf_lstm_gradients(tf.zeros([B, T, D]), tf.zeros([B, T, U]),
+                                       tf.zeros(d_projected), tf.zeros(kernel))
 
 
 def test_mixed_precision_uses_the_native_loop_in_float32(tf, ops):
@@ -325,7 +358,7 @@ def test_build_command_uses_tensorflows_flags(tf):
 
 def test_bench_lstm_times_the_ops_alone(tf, ops, capsys):
     """``scripts/bench_lstm.py --ops``, whose numbers the README quotes, runs
-    the three op variants at a tiny size and reports each."""
+    the op variants at a tiny size and reports each."""
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -334,8 +367,9 @@ def test_bench_lstm_times_the_ops_alone(tf, ops, capsys):
     assert bench_lstm.main(["--ops", "--batch", "3", "--steps", "4", "--units", "5",
                             "--repeats", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if "us/step" in line]
-    names = ["forward, with records", "forward, lean", "backward"]
-    assert len(rows) == 3 and all(name in row for name, row in zip(names, rows)), rows
+    names = ["forward, with records", "forward, lean", "backward", "dX, dW, dU: op",
+             "dX, dW, dU: matmuls"]
+    assert len(rows) == 5 and all(name in row for name, row in zip(names, rows)), rows
 
 
 PORTABLE_RUN = """
@@ -348,16 +382,17 @@ forward = ops.textclf_lstm_forward(data["projected"], data["bias"], data["kernel
                                    data["c0"], data["mask"])
 backward = ops.textclf_lstm_backward(data["d_outputs"], data["h0"], data["c0"], data["kernel"],
                                      data["c0"], data["mask"], forward[3], forward[4])
-np.savez(sys.argv[3], *[t.numpy() for t in (*forward, *backward)])
+gradients = ops.textclf_lstm_gradients(data["inputs"], forward[5], backward[0], data["w"])
+np.savez(sys.argv[3], *[t.numpy() for t in (*forward, *backward, *gradients)])
 """
 
 
 @pytest.mark.parametrize("flags", [["-mno-avx512f"], ["-mno-avx"]], ids=["avx2", "sse"])
 def test_builds_for_older_cpus_compute_the_same(tf, ops, tmp_path, flags):
-    """The per-step product has an AVX-512, an AVX2 and a plain C++ version,
-    chosen by the build's CPU flags, and the AVX-512 build also has a tanh of
-    its own (a reciprocal instead of Eigen's division); this machine's build
-    runs one of them.
+    """The per-step product and the gradients op's tiles have an
+    AVX-512, an AVX2 and a plain C++ version, chosen by the build's CPU
+    flags, and the AVX-512 build also has a tanh of its own (a reciprocal
+    instead of Eigen's division); this machine's build runs one of them.
     The library built without AVX-512 (and without AVX at all), run in a
     process of its own (two builds cannot register the same ops in one),
     must give the same outputs and gradients as this process's build, at a
@@ -380,7 +415,8 @@ def test_builds_for_older_cpus_compute_the_same(tf, ops, tmp_path, flags):
             "bias": rng.normal(0, 0.1, 4 * units), "kernel": rng.normal(0, 0.3, (units, 4 * units)),
             "h0": rng.normal(0, 0.5, (batch, units)), "c0": rng.normal(0, 0.5, (batch, units)),
             "mask": (rng.random((batch, steps)) > 0.25).astype(float),
-            "d_outputs": rng.normal(size=(batch, steps, units))}
+            "d_outputs": rng.normal(size=(batch, steps, units)),
+            "inputs": rng.normal(size=(batch, steps, 13)), "w": rng.normal(size=(13, 4 * units))}
     data = {k: v.astype(np.float32) for k, v in data.items()}
     np.savez(tmp_path / "inputs.npz", **data)
     subprocess.run([sys.executable, "-c", PORTABLE_RUN, str(tmp_path / "variant.so"),
@@ -392,5 +428,6 @@ def test_builds_for_older_cpus_compute_the_same(tf, ops, tmp_path, flags):
     backward = ops.textclf_lstm_backward(data["d_outputs"], data["h0"], data["c0"],
                                          data["kernel"], data["c0"], data["mask"], forward[3],
                                          forward[4])
-    for k, expected in enumerate((*forward, *backward)):
+    gradients = ops.textclf_lstm_gradients(data["inputs"], forward[5], backward[0], data["w"])
+    for k, expected in enumerate((*forward, *backward, *gradients)):
         assert_close(variant[f"arr_{k}"], expected.numpy(), f"{flags} output {k}")

@@ -1,4 +1,4 @@
-"""textclf's native CPU kernels: the LSTM recurrence as two TensorFlow ops.
+"""textclf's native CPU kernels: the LSTM recurrence and its gradients as TensorFlow ops.
 
 The fused graph loop of :mod:`textclf.models.fused_lstm` runs one small matmul
 per step each way, but around it about 30 small ops per step and batch slice,
@@ -9,8 +9,11 @@ recurrence (forward, and backprop through time) inside one op each: the rows
 of a batch are cut into one block per intra-op thread, and each block runs all
 its steps with one single-threaded product (on the recurrent kernel packed
 once per call, in register tiles of the widest vectors the CPU has) and the
-fused element-wise cell update per step. The recurrent kernel's gradient and
-everything else stay large TensorFlow matmuls.
+fused element-wise cell update per step. A third op takes the backward op's
+output and computes the gradients of the layer's inputs and of both weights
+in one pass over it, in register tiles of its own (in training, where the
+layer's inputs are float32); the input projection and everything else stay
+large TensorFlow matmuls.
 
 The library is compiled on the machine that uses it (``make kernels``, run by
 ``make install``, or ``python -m textclf.kernels.build``), against the
@@ -69,9 +72,10 @@ def build_problem(tf_version: str) -> str | None:
 
 @functools.cache
 def native_ops():
-    """The loaded op module (``textclf_lstm_forward``, ``textclf_lstm_backward``),
-    or None when the library cannot be used here (see :func:`unusable_because`);
-    the reason goes to stderr once, unless the library was simply never built."""
+    """The loaded op module (``textclf_lstm_forward``, ``textclf_lstm_backward``,
+    ``textclf_lstm_gradients``), or None when the library cannot be used here
+    (see :func:`unusable_because`); the reason goes to stderr once, unless the
+    library was simply never built."""
     import tensorflow as tf
 
     reason = unusable_because(tf.__version__)

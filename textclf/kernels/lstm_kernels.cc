@@ -6,7 +6,9 @@
 // thread (the rows of an LSTM are independent), with one small single-threaded
 // matrix product per step and the element-wise cell update fused around it. The
 // graph loop this replaces (textclf/models/fused_lstm.py) dispatches about 30
-// small ops per step, each through TensorFlow's executor.
+// small ops per step, each through TensorFlow's executor. A third op computes
+// what follows the backward op in one pass over its output: the gradients of
+// the layer's inputs and of both weights (see "Gradients over all steps").
 //
 // The per-step products use the recurrent kernel packed once per op call
 // (PackPanels) and a register-tiled loop (MultiplyPacked). Eigen's general
@@ -161,6 +163,134 @@ void MultiplyPacked(const float* a, int64_t lda, int64_t rows, const Eigen::Vect
       case 2: MultiplyTile<2>(a_rest, lda, panel, depth, c_rest, padded_width); break;
       case 1: MultiplyTile<1>(a_rest, lda, panel, depth, c_rest, padded_width); break;
       default: break;
+    }
+  }
+}
+
+// ---- Gradients over all steps at once ------------------------------------------
+//
+// After the backward op, three large products remain, all reading d_z
+// (K, 4U), K = B*T in the thousands: the inputs' gradient d_x = d_z W^T
+// (K, D), and the weights' gradients d_W = x^T d_z and d_U = h_prev^T d_z,
+// sums over all K steps. The last two have both operands K-major, so a
+// library product must transpose or repack its left one first (oneDNN's
+// ran at about 55% of its peak here). StepGradients cuts K into chunks of
+// kDepthChunk steps, packs each chunk of both operands into the layouts the
+// register tile reads (x and h_prev in kTileRows-column strips, d_z in
+// PackPanels' panels, all small enough to stay in L2) and adds each tile's
+// product into the weights' gradients; d_x for the chunk's rows is the
+// per-step product of MultiplyPacked, on d_z's rows still in cache from
+// packing them. So d_z is read from memory once for all three.
+
+constexpr int64_t kDepthChunk = 128;
+
+// Both packers copy whole strips and panels in loops of a fixed count, which
+// the compiler turns into a few vector moves (std::copy of a runtime count
+// is a call to memmove for every 128 bytes); only a last, partial strip or
+// panel takes the general path.
+
+// Strips of kTileRows columns of a (K, width) row-major matrix, rows
+// [k0, k0 + depth): strip s holds a[k0 + k][s * kTileRows + r] at
+// strips[(s * depth + k) * kTileRows + r], zero beyond column width.
+void PackStrips(const float* a, int64_t width, int64_t k0, int64_t depth, float* strips) {
+  const int64_t whole = width / kTileRows;
+  for (int64_t k = 0; k < depth; ++k) {
+    const float* row = a + (k0 + k) * width;
+    for (int64_t s = 0; s < whole; ++s) {
+      float* to = strips + (s * depth + k) * kTileRows;
+      for (int r = 0; r < kTileRows; ++r) to[r] = row[s * kTileRows + r];
+    }
+    if (whole * kTileRows < width) {
+      float* to = strips + (whole * depth + k) * kTileRows;
+      for (int64_t r = 0; r < kTileRows; ++r)
+        to[r] = whole * kTileRows + r < width ? row[whole * kTileRows + r] : 0.0f;
+    }
+  }
+}
+
+// Rows [k0, k0 + depth) of the (K, width) row-major b, packed as PackPanels does.
+void PackRowPanels(const float* b, int64_t width, int64_t k0, int64_t depth, float* panels) {
+  const int64_t whole = width / kPanel;
+  for (int64_t k = 0; k < depth; ++k) {
+    const float* row = b + (k0 + k) * width;
+    for (int64_t p = 0; p < whole; ++p) {
+      float* to = panels + (p * depth + k) * kPanel;
+      for (int j = 0; j < kPanel; ++j) to[j] = row[p * kPanel + j];
+    }
+    if (whole * kPanel < width) {
+      float* to = panels + (whole * depth + k) * kPanel;
+      for (int64_t j = 0; j < kPanel; ++j)
+        to[j] = whole * kPanel + j < width ? row[whole * kPanel + j] : 0.0f;
+    }
+  }
+}
+
+// c[r][0, kPanel) += sum_k strip[k][r] * panel[k][.], r < kTileRows: the
+// tile of MultiplyTile with its left operand packed too, accumulating.
+void AddTile(const float* strip, const float* panel, int64_t depth, float* c, int64_t ldc) {
+  Lanes low[kTileRows], high[kTileRows];
+  for (int r = 0; r < kTileRows; ++r) {
+    low[r] = LoadLanes(c + r * ldc);
+    high[r] = LoadLanes(c + r * ldc + kLanes);
+  }
+  for (int64_t k = 0; k < depth; ++k) {
+    const Lanes b_low = LoadLanes(panel + k * kPanel);
+    const Lanes b_high = LoadLanes(panel + k * kPanel + kLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < kTileRows; ++r) {
+      const Lanes x = Broadcast(strip[k * kTileRows + r]);
+      low[r] = MultiplyAdd(x, b_low, low[r]);
+      high[r] = MultiplyAdd(x, b_high, high[r]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r) {
+    StoreLanes(c + r * ldc, low[r]);
+    StoreLanes(c + r * ldc + kLanes, high[r]);
+  }
+}
+
+// One left operand of a weight's gradient: a (K, width) row-major and the
+// gradient's accumulator, (width rounded up to kTileRows, PaddedWidth(4U)).
+struct TallOperand {
+  const float* a;
+  int64_t width;
+  float* product;
+};
+
+// For steps [k0, k1) of d_z (K, gates): product += a^T d_z for each operand,
+// and d_x (K, width) = d_z kernel^T with kernel^T (gates, width) packed by
+// PackPanels. The packing buffers are the calling thread's own, kept
+// between calls (fresh ones would be faulted in and zeroed on every call).
+void StepGradients(const float* d_z, int64_t gates, int64_t k0, int64_t k1,
+                   std::vector<TallOperand>& operands, const Eigen::VectorXf& kernel_t,
+                   int64_t width, float* d_x) {
+  thread_local std::vector<float> panels, strips, d_x_padded;
+  const int64_t padded_gates = PaddedWidth(gates), padded_width = PaddedWidth(width);
+  auto at_least = [](std::vector<float>& buffer, size_t size) {
+    if (buffer.size() < size) buffer.resize(size);
+  };
+  at_least(panels, padded_gates * kDepthChunk);
+  for (const TallOperand& operand : operands)
+    at_least(strips, (operand.width + kTileRows - 1) / kTileRows * kTileRows * kDepthChunk);
+  // MultiplyPacked writes whole panels: straight into d_x when its rows
+  // are whole panels wide, else into a buffer whose first columns are copied.
+  const bool direct = padded_width == width;
+  if (!direct) at_least(d_x_padded, kDepthChunk * padded_width);
+  for (int64_t chunk = k0; chunk < k1; chunk += kDepthChunk) {
+    const int64_t depth = std::min(kDepthChunk, k1 - chunk);
+    PackRowPanels(d_z, gates, chunk, depth, panels.data());
+    float* d_x_rows = direct ? d_x + chunk * width : d_x_padded.data();
+    MultiplyPacked(d_z + chunk * gates, gates, depth, kernel_t, gates, padded_width, d_x_rows);
+    if (!direct)
+      MatrixMap(d_x + chunk * width, depth, width) =
+          MatrixMap(d_x_rows, depth, padded_width).leftCols(width);
+    for (const TallOperand& operand : operands) {
+      PackStrips(operand.a, operand.width, chunk, depth, strips.data());
+      for (int64_t p = 0; p < padded_gates / kPanel; ++p)
+        for (int64_t s = 0; s * kTileRows < operand.width; ++s)
+          AddTile(strips.data() + s * depth * kTileRows, panels.data() + p * depth * kPanel,
+                  depth, operand.product + s * kTileRows * padded_gates + p * kPanel,
+                  padded_gates);
     }
   }
 }
@@ -529,6 +659,85 @@ class LstmBackwardOp : public OpKernel {
   }
 };
 
+// The gradients of the layer's inputs and weights from both ops' records
+// (see StepGradients). Inputs: inputs (B, T, D) (the layer's, whose
+// gate-scaled projections the forward op read), h_prev (B, T, U) (the
+// forward op's record), d_projected (B, T, 4U) (the backward op's output),
+// kernel (D, 4U) (gate-scaled). Outputs: d_inputs (B, T, D) = d_projected
+// kernel^T; d_kernel (D, 4U), the sum over steps of inputs^T d_projected;
+// d_recurrent (U, 4U), the same of h_prev; both for the gate-scaled
+// weights. The B*T steps are cut into one block per intra-op thread; each
+// block adds its steps' products into accumulators of its own, which are
+// summed at the end.
+class LstmGradientsOp : public OpKernel {
+ public:
+  explicit LstmGradientsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& inputs = ctx->input(0);
+    const Tensor& h_prev = ctx->input(1);
+    const Tensor& d_projected = ctx->input(2);
+    const Tensor& kernel = ctx->input(3);
+    OP_REQUIRES(ctx, inputs.dims() == 3 && h_prev.dims() == 3 && d_projected.dims() == 3,
+                InvalidArgument("inputs, h_prev and d_projected must be (B, T, .), got ",
+                                inputs.shape().DebugString(), ", ",
+                                h_prev.shape().DebugString(), " and ",
+                                d_projected.shape().DebugString()));
+    const int64_t batch = inputs.dim_size(0), steps = inputs.dim_size(1);
+    const int64_t width = inputs.dim_size(2), units = h_prev.dim_size(2);
+    const int64_t gates = 4 * units;
+    OP_REQUIRES(ctx, h_prev.shape() == TensorShape({batch, steps, units}) &&
+                         d_projected.shape() == TensorShape({batch, steps, gates}) &&
+                         kernel.shape() == TensorShape({width, gates}),
+                InvalidArgument("for inputs (B, T, D) = ", inputs.shape().DebugString(),
+                                ", h_prev must be (B, T, U), d_projected (B, T, 4U) and kernel "
+                                "(D, 4U), got ", h_prev.shape().DebugString(), ", ",
+                                d_projected.shape().DebugString(), " and ",
+                                kernel.shape().DebugString()));
+    Tensor *d_inputs, *d_kernel, *d_recurrent;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, inputs.shape(), &d_inputs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, {width, gates}, &d_kernel));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, {units, gates}, &d_recurrent));
+
+    // kernel^T, (4U, D), packed for d_inputs' rows.
+    const float* w = kernel.flat<float>().data();
+    const Eigen::VectorXf kernel_t = PackPanels(
+        gates, width, [&](int64_t k, int64_t j) { return w[j * gates + k]; });
+    // One block's accumulators: d_kernel's rows then d_recurrent's, each
+    // rounded up to whole tiles, PaddedWidth(4U) wide.
+    auto tiled = [](int64_t rows) { return (rows + kTileRows - 1) / kTileRows * kTileRows; };
+    const int64_t padded_gates = PaddedWidth(gates);
+    const int64_t per_block = (tiled(width) + tiled(units)) * padded_gates;
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    Tensor sums;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                           {pool->NumThreads(), per_block}, &sums));
+    float* sum_data = sums.flat<float>().data();
+    const float* x = inputs.flat<float>().data();
+    const float* h = h_prev.flat<float>().data();
+
+    const int64_t blocks = ForEachRowBlock(ctx, batch * steps, [&](int64_t block,
+                                                                   int64_t first,
+                                                                   int64_t count) {
+      float* own = sum_data + block * per_block;
+      std::fill(own, own + per_block, 0.0f);
+      std::vector<TallOperand> operands = {
+          {x, width, own}, {h, units, own + tiled(width) * padded_gates}};
+      StepGradients(d_projected.flat<float>().data(), gates, first, first + count, operands,
+                    kernel_t, width, d_inputs->flat<float>().data());
+    });
+    auto add_up = [&](Tensor* out, int64_t rows, int64_t offset) {
+      MatrixMap result(out->flat<float>().data(), rows, gates);
+      result.setZero();
+      for (int64_t block = 0; block < blocks; ++block)
+        result += ConstMatrixMap(sum_data + block * per_block + offset, rows, padded_gates)
+                      .leftCols(gates);
+    };
+    add_up(d_kernel, width, 0);
+    add_up(d_recurrent, units, tiled(width) * padded_gates);
+  }
+};
+
 }  // namespace
 
 REGISTER_OP("TextclfLstmForward")
@@ -586,7 +795,29 @@ REGISTER_OP("TextclfLstmBackward")
       return tensorflow::OkStatus();
     });
 
+REGISTER_OP("TextclfLstmGradients")
+    .Input("inputs: float")
+    .Input("h_prev: float")
+    .Input("d_projected: float")
+    .Input("kernel: float")
+    .Output("d_inputs: float")
+    .Output("d_kernel: float")
+    .Output("d_recurrent: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle inputs, h_prev, d_projected, kernel;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &inputs));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &h_prev));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 3, &d_projected));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 2, &kernel));
+      DimensionHandle gates = c->Dim(d_projected, 2);
+      c->set_output(0, inputs);
+      c->set_output(1, c->Matrix(c->Dim(inputs, 2), gates));
+      c->set_output(2, c->Matrix(c->Dim(h_prev, 2), gates));
+      return tensorflow::OkStatus();
+    });
+
 REGISTER_KERNEL_BUILDER(Name("TextclfLstmForward").Device(DEVICE_CPU), LstmForwardOp);
 REGISTER_KERNEL_BUILDER(Name("TextclfLstmBackward").Device(DEVICE_CPU), LstmBackwardOp);
+REGISTER_KERNEL_BUILDER(Name("TextclfLstmGradients").Device(DEVICE_CPU), LstmGradientsOp);
 
 }  // namespace textclf

@@ -26,7 +26,9 @@ So each step does one small matmul each way instead of two forward and four
 backward. Where textclf's native ops are built (:mod:`textclf.kernels`) and
 the loop runs in float32, :func:`native_lstm` runs the same recurrence in
 two C++ ops instead of a graph loop (batch-major, the bias added inside, no
-batch slices: the ops spread the rows over the intra-op threads themselves);
+batch slices: the ops spread the rows over the intra-op threads themselves),
+and in training a third op computes ``dX``, ``dW`` and ``dU`` in one pass
+(:func:`native_lstm_training`);
 the graph loop below stays for float64, for machines without the ops, and
 as their reference in the tests. Masking follows Keras exactly (a masked step
 carries ``h`` and ``c`` and repeats the previous output), so outputs and gradients equal the stock
@@ -220,12 +222,19 @@ def native_lstm(projected, bias, recurrent_kernel, h0, c0, mask, training: bool 
         projected, bias, recurrent_kernel, h0, c0, mask)
 
 
-def _native_gradients(upstream, records, recurrent_kernel, c0, mask):
-    """The gradients of :func:`native_lstm`'s inputs from the forward op's ``records``."""
+def _native_backward(upstream, records, recurrent_kernel, c0, mask):
+    """The backward op on the forward op's ``records``: ``d_projected``
+    (B, T, 4U), ``d_bias`` (4U,), ``d_h0`` and ``d_c0`` (B, U)."""
     d_outputs, d_h_last, d_c_last = (tf.zeros_like(like) if d is None else d  # unused outputs
                                      for d, like in zip(upstream, records[:3]))
-    d_projected, d_bias, d_h0, d_c0 = native_ops().textclf_lstm_backward(
+    return native_ops().textclf_lstm_backward(
         d_outputs, d_h_last, d_c_last, recurrent_kernel, c0, mask, *records[3:5])
+
+
+def _native_gradients(upstream, records, recurrent_kernel, c0, mask):
+    """The gradients of :func:`native_lstm`'s inputs from the forward op's ``records``."""
+    d_projected, d_bias, d_h0, d_c0 = _native_backward(upstream, records, recurrent_kernel,
+                                                       c0, mask)
     # dU = sum over steps of h_{t-1}^T dz_t: one (U, B*T) x (B*T, 4U) matmul.
     units = recurrent_kernel.shape[0]
     d_kernel = tf.matmul(tf.reshape(records[5], [-1, units]),
@@ -241,6 +250,30 @@ def _native_recurrence(projected, bias, recurrent_kernel, h0, c0, mask):
 
     def grad(*upstream):
         return _native_gradients(upstream, records, recurrent_kernel, c0, mask)
+
+    return records[:3], grad
+
+
+@tf.custom_gradient
+def native_lstm_training(inputs, kernel, bias, recurrent_kernel, h0, c0, mask):
+    """:func:`native_lstm` for training with its input projection included:
+    ``inputs`` (B, T, D) and ``kernel`` (D, 4U), both float32 and gate-scaled
+    like the other weights, instead of ``projected``; returns the same. Its
+    gradient takes ``dX``, ``dW`` and ``dU`` from one op
+    (``textclf_lstm_gradients``), which reads ``d_projected`` from memory once
+    for all three and packs the operands of ``dW = X^T dZ`` and
+    ``dU = H^T dZ`` for its own register tiles: both are sums over all B*T
+    steps, a shape for which oneDNN's product ran at about 60% of its peak here."""
+    projected = tf.tensordot(inputs, kernel, 1)  # (B*T, D) x (D, 4U) in one matmul
+    records = native_ops().textclf_lstm_forward(projected, bias, recurrent_kernel, h0, c0, mask,
+                                                record=True)
+
+    def grad(*upstream):
+        d_projected, d_bias, d_h0, d_c0 = _native_backward(upstream, records, recurrent_kernel,
+                                                           c0, mask)
+        d_inputs, d_kernel, d_recurrent = native_ops().textclf_lstm_gradients(
+            inputs, records[5], d_projected, kernel)
+        return d_inputs, d_kernel, d_bias, d_recurrent, d_h0, d_c0, tf.zeros_like(mask)
 
     return records[:3], grad
 
@@ -440,14 +473,19 @@ class FusedLSTM(keras.layers.LSTM):
         if self.go_backwards:
             sequences, mask = tf.reverse(sequences, [1]), tf.reverse(mask, [1])
         kernel = tf.cast(cell.kernel, tf.float32) * scale
-        # In the compute dtype (bfloat16 under mixed precision), the loop in
-        # float32. tensordot: one (B*T, D) x (D, 4U) matmul, where matmul's
-        # broadcast would run B batched products and sum B kernel gradients.
-        projected = tf.cast(tf.tensordot(sequences, tf.cast(kernel, sequences.dtype), 1),
-                            tf.float32)  # (B, T, 4U)
+        bias = tf.cast(cell.bias, tf.float32) * scale
         h0, c0 = (tf.cast(state, tf.float32) for state in initial_state)
-        outputs, h, c = native_lstm(projected, tf.cast(cell.bias, tf.float32) * scale,
-                                    recurrent_kernel, h0, c0, mask, training=training)
+        if training and sequences.dtype == tf.float32:
+            outputs, h, c = native_lstm_training(sequences, kernel, bias, recurrent_kernel,
+                                                 h0, c0, mask)
+        else:
+            # In the compute dtype (bfloat16 under mixed precision), the loop in
+            # float32. tensordot: one (B*T, D) x (D, 4U) matmul, where matmul's
+            # broadcast would run B batched products and sum B kernel gradients.
+            projected = tf.cast(tf.tensordot(sequences, tf.cast(kernel, sequences.dtype), 1),
+                                tf.float32)  # (B, T, 4U)
+            outputs, h, c = native_lstm(projected, bias, recurrent_kernel, h0, c0, mask,
+                                        training=training)
         last_output = h * tf.cast(tf.reduce_any(mask > 0, axis=1), h.dtype)[:, None]
         return last_output, outputs, [h, c]
 
