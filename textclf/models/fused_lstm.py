@@ -257,13 +257,13 @@ def _native_recurrence(projected, bias, recurrent_kernel, h0, c0, mask):
 @tf.custom_gradient
 def native_lstm_training(inputs, kernel, bias, recurrent_kernel, h0, c0, mask):
     """:func:`native_lstm` for training with its input projection included:
-    ``inputs`` (B, T, D) and ``kernel`` (D, 4U), both float32 and gate-scaled
-    like the other weights, instead of ``projected``; returns the same. Its
+    ``inputs`` (B, T, D) and ``kernel`` (D, 4U, gate-scaled like the other
+    weights), both float32, instead of ``projected``; returns the same. Its
     gradient takes ``dX``, ``dW`` and ``dU`` from one op
     (``textclf_lstm_gradients``), which reads ``d_projected`` from memory once
     for all three and packs the operands of ``dW = X^T dZ`` and
     ``dU = H^T dZ`` for its own register tiles: both are sums over all B*T
-    steps, a shape for which oneDNN's product ran at about 60% of its peak here."""
+    steps, a shape for which oneDNN's product ran at about 55% of its peak here."""
     projected = tf.tensordot(inputs, kernel, 1)  # (B*T, D) x (D, 4U) in one matmul
     records = native_ops().textclf_lstm_forward(projected, bias, recurrent_kernel, h0, c0, mask,
                                                 record=True)
