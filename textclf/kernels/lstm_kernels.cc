@@ -262,7 +262,7 @@ struct TallOperand {
 // PackPanels. The packing buffers are the calling thread's own, kept
 // between calls (fresh ones would be faulted in and zeroed on every call).
 void StepGradients(const float* d_z, int64_t gates, int64_t k0, int64_t k1,
-                   std::vector<TallOperand>& operands, const Eigen::VectorXf& kernel_t,
+                   const std::vector<TallOperand>& operands, const Eigen::VectorXf& kernel_t,
                    int64_t width, float* d_x) {
   thread_local std::vector<float> panels, strips, d_x_padded;
   const int64_t padded_gates = PaddedWidth(gates), padded_width = PaddedWidth(width);
@@ -445,8 +445,9 @@ tensorflow::Status CheckShapes(const TensorShape& sequence, const Tensor& kernel
 // Outputs: outputs (B, T, U) as Keras returns them, h_last and c_last
 // (B, U); and, when `record` is set, what the backward op needs: gates
 // (T, B, 4U) = the sigmoids of the scaled pre-activations, cells (T, B, U),
-// and h_prev (B, T, U) = h before each step, for the caller's one large
-// matmul dU = h_prev^T d_projected. Without `record` these three are empty.
+// and h_prev (B, T, U) = h before each step, for dU = h_prev^T d_projected
+// (the gradients op, or the caller's matmul under bfloat16). Without
+// `record` these three are empty.
 // A masked step's records are zeros (the backward op does not read them).
 class LstmForwardOp : public OpKernel {
  public:
