@@ -571,8 +571,9 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     activation after the max), its gradient from the winning windows alone
     (``model.pool_gradient``), textclf's fused recurrent loop (CPU only: on a
     GPU both settings run cuDNN's kernel) and, for an LSTM, its native ops
-    (the graph loop instead, where they are built), Adam's fused kernel (Keras' class
-    instead), batch 32 <-> 64, the mixed
+    (the graph loop instead, where they are built; the switch turns off the
+    native Adam op too), the native Adam op for the embedding (CPU, where
+    built), Adam's fused kernel (Keras' class instead), batch 32 <-> 64, the mixed
     precision policies (on a GPU float32, float16 and bfloat16 each), and on
     a GPU the TextCNN's shape levers first (widths not rounded, XLA on,
     cuDNN's per-shape algorithm search off; a variant's ``env`` is set in its
@@ -598,9 +599,13 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
                          "overrides": ["model.cpu_loop=keras"]})
         if model.cell == "lstm" and native_kernels_built():
             # FusedLSTM's graph loop (batch slices, one thread per op) instead.
-            variants.append({"name": "native LSTM ops off (graph loop)", "overrides": [],
-                             "env": {"TEXTCLF_NATIVE_KERNELS": "0"}})
+            # The switch turns off the whole library, the Adam op with it.
+            variants.append({"name": "native ops off (graph loop, TensorFlow's Adam ops)",
+                             "overrides": [], "env": {"TEXTCLF_NATIVE_KERNELS": "0"}})
     if train.optimizer == "adam":
+        if native_kernels_built() and not gpu:
+            variants.append({"name": "native Adam op off (TensorFlow's Adam ops)",
+                             "overrides": [], "env": {"TEXTCLF_NATIVE_ADAM": "0"}})
         variants.append({"name": "Keras' Adam", "overrides": ["train.optimizer=keras_adam"]})
     other_batch = 64 if train.batch_size != 64 else 32
     variants.append({"name": f"batch {other_batch}",

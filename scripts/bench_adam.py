@@ -6,9 +6,12 @@ one row per looked-up token (``--tokens`` rows, drawn from a Zipf-like
 distribution so that frequent tokens repeat as in text). Each optimizer's
 ``apply`` runs inside a ``tf.function`` (traced first), one update per
 call as in a training step; the best of ``--repeats`` runs of 30 updates is
-reported, in ms per update.
+reported, in ms per update. FusedAdam runs twice: as training runs it (with
+textclf's native rows op where the kernels are built, see
+``textclf/fused_adam.py``) and on TensorFlow's ops alone. ``--clipnorm``
+(default 5, the shipped recipes' ``train.clipnorm``) clips as Keras does.
 
-    python scripts/bench_adam.py [--vocabulary 20000 --dim 128 --tokens 19200]
+    python scripts/bench_adam.py [--vocabulary 20000 --dim 128 --tokens 19200 --clipnorm 5]
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--tokens", type=int, default=19200,
                         help="looked-up rows per batch (bbc_cnn: 64 documents of ~300 tokens)")
+    parser.add_argument("--clipnorm", type=float, default=5.0,
+                        help="Keras' clipnorm; 0 for none (default: the recipes' 5)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
@@ -67,13 +72,23 @@ def main(argv=None) -> int:
     import_tensorflow()
     import keras
 
-    from textclf.fused_adam import FusedAdam
+    from textclf import fused_adam
 
+    def tensorflow_ops_only(**options):
+        optimizer = fused_adam.FusedAdam(**options)
+        optimizer._rows_op_takes = lambda gradient: False
+        return optimizer
+
+    clip = {"clipnorm": args.clipnorm} if args.clipnorm > 0 else {}
+    rows_op = "native rows op" if fused_adam.native_adam_available() else "kernels not built"
     print(f"Adam update of a {args.vocabulary:,} x {args.dim} embedding, "
-          f"{args.tokens:,} looked-up rows (ms per update, best of {args.repeats} x 30):")
+          f"{args.tokens:,} looked-up rows, clipnorm {args.clipnorm:g} "
+          f"(ms per update, best of {args.repeats} x 30):")
     for name, make in (("keras.optimizers.Adam", keras.optimizers.Adam),
-                       ("textclf FusedAdam", FusedAdam)):
-        print(f"  {name:22s} {ms_per_update(make(), args.vocabulary, args.dim, args.tokens, args.repeats):6.2f}")
+                       ("textclf FusedAdam, TensorFlow ops", tensorflow_ops_only),
+                       (f"textclf FusedAdam ({rows_op})", fused_adam.FusedAdam)):
+        ms = ms_per_update(make(**clip), args.vocabulary, args.dim, args.tokens, args.repeats)
+        print(f"  {name:40s} {ms:6.2f}")
     return 0
 
 

@@ -74,6 +74,23 @@ def test_ablation_times_keras_adam_against_the_fused_one(recipe, family):
     assert {"name": "Keras' Adam", "overrides": ["train.optimizer=keras_adam"]} in variants
 
 
+@pytest.mark.parametrize("built", [True, False])
+def test_ablation_turns_the_native_adam_op_off_alone(monkeypatch, built):
+    """Where the kernels are built, each Adam recipe gets a row with the Adam
+    op alone switched off; the native-ops row's name says that its switch
+    turns the Adam op off too. On a GPU the op never runs, so no row."""
+    monkeypatch.setattr(bench, "native_kernels_built", lambda: built)
+    for recipe, family in (("bbc_cnn", "cnn"), ("bbc_rnn", "rnn")):
+        variants = bench.lever_variants(ROOT / "configs" / f"{recipe}.yaml", family, gpu=False)
+        row = {"name": "native Adam op off (TensorFlow's Adam ops)", "overrides": [],
+               "env": {"TEXTCLF_NATIVE_ADAM": "0"}}
+        assert (row in variants) is built
+        gpu = bench.lever_variants(ROOT / "configs" / f"{recipe}.yaml", family, gpu=True)
+        assert row not in gpu
+    names = [v["name"] for v in variants]
+    assert ("native ops off (graph loop, TensorFlow's Adam ops)" in names) is built
+
+
 def test_ablation_keeps_the_stop_words_of_a_recipe_that_drops_them():
     variants = bench.lever_variants(ROOT / "configs" / "bbc_rnn.yaml", "rnn", gpu=False)
     assert {"name": "stop words kept", "overrides": ["text.stop_words=null"]} in variants

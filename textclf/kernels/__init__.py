@@ -1,4 +1,4 @@
-"""textclf's native CPU kernels: the LSTM recurrence and its gradients as TensorFlow ops.
+"""textclf's native CPU kernels: the LSTM recurrence and its gradients; Adam on rows.
 
 The fused graph loop of :mod:`textclf.models.fused_lstm` runs one small matmul
 per step each way, but around it about 30 small ops per step and batch slice,
@@ -15,14 +15,22 @@ in one pass over it, in register tiles of its own (in training, where the
 layer's inputs are float32); the input projection and everything else stay
 large TensorFlow matmuls.
 
+The same library holds one op for the optimizer (``adam_kernels.cc``):
+:class:`textclf.fused_adam.FusedAdam`'s update of a variable whose gradient
+arrives as rows (an embedding's), with Keras' clipping of the rows and their
+summing per variable row done inside the dense Adam step, on all intra-op
+threads, instead of in TensorFlow's clipping ops, one single-threaded
+``UnsortedSegmentSum`` and ``ResourceApplyAdam``.
+
 The library is compiled on the machine that uses it (``make kernels``, run by
 ``make install``, or ``python -m textclf.kernels.build``), against the
 installed TensorFlow's headers and for this CPU's instruction set. When it is
 missing, was built for another TensorFlow or a CPU with instructions this one
 lacks, fails to load, or ``TEXTCLF_NATIVE_KERNELS=0`` is set, :func:`native_ops`
-returns None and the layers run the graph loop, which computes the same
-numbers (``tests/test_native_lstm.py`` checks the ops against it, against
-Keras' LSTM and against the NumPy reference).
+returns None, the layers run the graph loop and FusedAdam TensorFlow's ops,
+which compute the same numbers (``tests/test_native_lstm.py`` checks the LSTM
+ops against the graph loop, Keras' LSTM and the NumPy reference;
+``tests/test_fused_adam.py`` the Adam op against TensorFlow's path).
 """
 
 from __future__ import annotations
@@ -37,12 +45,15 @@ from pathlib import Path
 from ..precision import cpu_flags
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE / "lstm_kernels.cc"
+#: The library's sources: the LSTM recurrence and its gradients, and Adam on rows.
+SOURCES = (HERE / "lstm_kernels.cc", HERE / "adam_kernels.cc")
 LIBRARY = HERE / "_textclf_kernels.so"
 #: What the library was built for: {"tensorflow": version, "cpu_flags": [...]}.
 BUILD_INFO = HERE / "_textclf_kernels.json"
-#: Set to 0 to run the graph loops even where the library is built.
+#: Set to 0 to run the graph loops (and TensorFlow's Adam ops) even where the library is built.
 SWITCH = "TEXTCLF_NATIVE_KERNELS"
+#: Set to 0 to turn off the Adam op alone (the benchmark's ablation row for it).
+ADAM_SWITCH = "TEXTCLF_NATIVE_ADAM"
 
 
 def unusable_because(tf_version: str) -> str | None:
@@ -73,9 +84,9 @@ def build_problem(tf_version: str) -> str | None:
 @functools.cache
 def native_ops():
     """The loaded op module (``textclf_lstm_forward``, ``textclf_lstm_backward``,
-    ``textclf_lstm_gradients``), or None when the library cannot be used here
-    (see :func:`unusable_because`); the reason goes to stderr once, unless the
-    library was simply never built."""
+    ``textclf_lstm_gradients``, ``textclf_apply_adam_to_rows``), or None when
+    the library cannot be used here (see :func:`unusable_because`); the reason
+    goes to stderr once, unless the library was simply never built."""
     import tensorflow as tf
 
     reason = unusable_because(tf.__version__)
@@ -85,8 +96,8 @@ def native_ops():
         except (tf.errors.NotFoundError, OSError) as error:
             reason = f"failed to load: {str(error).splitlines()[0]}"
     if LIBRARY.exists() and not reason.startswith(SWITCH):
-        print(f"textclf: native LSTM kernels not used, {reason}; running the graph loop",
-              file=sys.stderr)
+        print(f"textclf: native LSTM kernels not used, {reason}; running the graph loop "
+              "(and TensorFlow's Adam for embeddings)", file=sys.stderr)
     return None
 
 
@@ -113,3 +124,15 @@ def native_lstm_available(dtype) -> bool:
 
     return (not _stock_ops_only and tf.as_dtype(dtype) == tf.float32
             and native_ops() is not None)
+
+
+def native_adam_available() -> bool:
+    """True when :class:`textclf.fused_adam.FusedAdam` can update a float32
+    variable from its gradient's rows with ``textclf_apply_adam_to_rows``
+    (``adam_kernels.cc``): the library is usable, ``TEXTCLF_NATIVE_ADAM=0``
+    is not set, and no GPU is visible (the op has a CPU kernel only, and on a
+    GPU the variables live there)."""
+    import tensorflow as tf
+
+    return (not _stock_ops_only and os.environ.get(ADAM_SWITCH, "1") != "0"
+            and native_ops() is not None and not tf.config.list_logical_devices("GPU"))

@@ -1,13 +1,13 @@
 """Compile textclf's native kernels for this machine: ``python -m textclf.kernels.build``.
 
-Builds ``_textclf_kernels.so`` next to this file from ``lstm_kernels.cc`` with
-the C++ compiler (``$CXX``, else ``c++``), TensorFlow's own compile and link
-flags (``tf.sysconfig``) and ``-march=native``, and records the TensorFlow
-version and CPU flags it was built for (``_textclf_kernels.json``), which the
-loader checks. The result is written under a temporary name and renamed, so an
-interrupted build leaves no half-written library. Exits 0 without building
-when there is no compiler (the layers then run their graph loops), unless
-``--require`` is given.
+Builds ``_textclf_kernels.so`` next to this file from ``lstm_kernels.cc`` and
+``adam_kernels.cc`` with the C++ compiler (``$CXX``, else ``c++``),
+TensorFlow's own compile and link flags (``tf.sysconfig``) and
+``-march=native``, and records the TensorFlow version and CPU flags it was
+built for (``_textclf_kernels.json``), which the loader checks. The result is
+written under a temporary name and renamed, so an interrupted build leaves no
+half-written library. Exits 0 without building when there is no compiler (the
+layers then run their graph loops), unless ``--require`` is given.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ..runtime import import_tensorflow
-from . import BUILD_INFO, LIBRARY, SOURCE, cpu_flags
+from . import BUILD_INFO, LIBRARY, SOURCES, cpu_flags
 
 
 def compile_command(output) -> list[str]:
@@ -34,7 +34,7 @@ def compile_command(output) -> list[str]:
     # hardware_destructive_interference_size), not this source's.
     return [compiler, "-shared", "-fPIC", "-O3", "-march=native", "-DNDEBUG",
             "-Wno-deprecated-declarations", "-Wno-interference-size",
-            *tf.sysconfig.get_compile_flags(), str(SOURCE), "-o", str(output),
+            *tf.sysconfig.get_compile_flags(), *map(str, SOURCES), "-o", str(output),
             *tf.sysconfig.get_link_flags()]
 
 
@@ -43,7 +43,8 @@ def up_to_date() -> bool:
     script (its flags), and matches this TensorFlow and CPU."""
     from . import build_problem
 
-    newest_input = max(SOURCE.stat().st_mtime, Path(__file__).stat().st_mtime)
+    newest_input = max(*(source.stat().st_mtime for source in SOURCES),
+                       Path(__file__).stat().st_mtime)
     return (LIBRARY.exists() and LIBRARY.stat().st_mtime >= newest_input
             and build_problem(import_tensorflow().__version__) is None)
 
