@@ -68,6 +68,26 @@ def test_skipping_extras_runs_no_prediction_extras(tmp_path, monkeypatch):
     assert tasks == ["train", "train", "run", "predict_extras", "run", "predict_extras"]
 
 
+def test_textclf_first_runs_its_lstm_row_first_and_lists_rows_as_usual(tmp_path, monkeypatch):
+    settings, _ = bench.parse_args(["--datasets", "bbc", "--skip", "extras,peers",
+                                    "--workdir", str(tmp_path), "--textclf-first"])
+    settings.data_overrides = {"bbc": []}
+    ran = []
+
+    def fake_worker(settings, script, task, spec, env=None):
+        ran.append(spec["name"])
+        return {"contender": spec["contender"], "dataset": "bbc", "family": spec["family"],
+                "kind": "textclf", "extra": {"run_dir": str(tmp_path)}}
+
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    monkeypatch.setattr(bench, "peak_of", lambda settings: {"tf_gflop_per_s": 1.0})
+    results = bench.bench_dataset(settings, "bbc")
+    assert ran == ["bbc_textclf_rnn", "bbc_textclf_cnn", "bbc_naive_cnn", "bbc_naive_rnn"]
+    assert [r.contender for r in results] == [
+        "naive Keras TextCNN", "naive Keras LSTM", "textclf bbc_cnn", "textclf bbc_rnn"]
+    assert "--textclf-first" in settings.command
+
+
 @pytest.mark.parametrize("recipe, family", [("bbc_cnn", "cnn"), ("bbc_rnn", "rnn")])
 def test_ablation_times_keras_adam_against_the_fused_one(recipe, family):
     variants = bench.lever_variants(ROOT / "configs" / f"{recipe}.yaml", family, gpu=False)

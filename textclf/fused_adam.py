@@ -49,7 +49,8 @@ FUSED_DTYPES = (tf.float32, tf.float64)
 @keras.saving.register_keras_serializable(package="textclf")
 class FusedAdam(keras.optimizers.Adam):
     """``keras.optimizers.Adam`` (same arguments and state) updating through
-    ``tf.raw_ops.ResourceApplyAdam``."""
+    ``tf.raw_ops.ResourceApplyAdam``, or for float32 rows on a CPU through
+    textclf's ``textclf_apply_adam_to_rows``."""
 
     def _rows_op_takes(self, gradient) -> bool:
         """True when ``gradient`` goes to the native rows op unclipped (it
@@ -72,31 +73,27 @@ class FusedAdam(keras.optimizers.Adam):
         shape, or ``tf.IndexedSlices`` of its rows, repeated rows summed)."""
         target = variable.value if isinstance(variable, keras.Variable) else variable
         dtype = target.dtype
-        index = self._get_variable_index(variable)
-        step = tf.cast(self.iterations + 1, dtype)
-        if self._rows_op_takes(gradient):
-            if dtype == tf.float32:
-                native_ops().textclf_apply_adam_to_rows(
-                    var=target.handle, m=self._momentums[index].value.handle,
-                    v=self._velocities[index].value.handle,
-                    beta1_power=tf.pow(tf.cast(self.beta_1, dtype), step),
-                    beta2_power=tf.pow(tf.cast(self.beta_2, dtype), step),
-                    lr=tf.cast(learning_rate, dtype), beta1=tf.cast(self.beta_1, dtype),
-                    beta2=tf.cast(self.beta_2, dtype), epsilon=tf.cast(self.epsilon, dtype),
-                    clip_norm=tf.cast(self.clipnorm or 0.0, dtype), values=gradient.values,
-                    indices=gradient.indices)
-                return
+        rows_op = self._rows_op_takes(gradient)
+        if rows_op and dtype != tf.float32:  # the op updates float32 variables only
+            rows_op = False
             if self.clipnorm and self.clipnorm > 0:  # _clip_gradients left it to the op
                 gradient = self._clip_by_norm(gradient)
-        if self.amsgrad or dtype not in FUSED_DTYPES:
+        if not rows_op and (self.amsgrad or dtype not in FUSED_DTYPES):
             return super().update_step(gradient, variable, learning_rate)
+        index = self._get_variable_index(variable)
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        adam = dict(var=target.handle, m=self._momentums[index].value.handle,
+                    v=self._velocities[index].value.handle,
+                    beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+                    lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+                    epsilon=tf.cast(self.epsilon, dtype))
+        if rows_op:
+            native_ops().textclf_apply_adam_to_rows(
+                **adam, clip_norm=tf.cast(self.clipnorm or 0.0, dtype), values=gradient.values,
+                indices=gradient.indices)
+            return
         if isinstance(gradient, tf.IndexedSlices):
             gradient = tf.math.unsorted_segment_sum(gradient.values, gradient.indices,
                                                     tf.shape(target)[0])
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        tf.raw_ops.ResourceApplyAdam(
-            var=target.handle, m=self._momentums[index].value.handle,
-            v=self._velocities[index].value.handle,
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-            lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
-            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+        tf.raw_ops.ResourceApplyAdam(**adam, grad=tf.cast(gradient, dtype))
