@@ -1,23 +1,23 @@
 // textclf's native Adam step for a variable whose gradient arrives as rows:
 // an embedding's (see textclf/fused_adam.py).
 //
-// Keras hands an embedding's gradient to the optimizer as tf.IndexedSlices:
-// one row of values per looked-up token (N x D) and the token ids (N), with
-// ids repeated as tokens repeat. TensorFlow's Adam kernel takes a dense
-// gradient, so the Python path first clipped the rows (Keras' clipnorm: four
-// element-wise passes over them), then summed them into a zero-filled V x D
-// tensor (UnsortedSegmentSum, on one thread), then ran ResourceApplyAdam over
-// the whole variable. For bbc_rnn's embedding (20,000 x 128, about 14,000
-// rows a batch) those steps took longer than the update itself, at the end of
-// the backward pass where nothing else runs beside them.
+// Keras hands an embedding's gradient to the optimizer as tf.IndexedSlices: one
+// row of values per looked-up token (N x D) and the token ids (N), with ids
+// repeated as tokens repeat. TensorFlow's Adam kernel takes a dense gradient,
+// so FusedAdam's TensorFlow path first clips the rows (Keras' clipnorm: four
+// element-wise passes over them), then sums them into a zero-filled V x D
+// tensor (UnsortedSegmentSum, on one thread), then runs ResourceApplyAdam over
+// the whole variable. For bbc_rnn's embedding (20,000 x 128, about 14,000 rows
+// a batch) the first two took longer than the update itself, at the end of the
+// backward pass where nothing else runs beside them.
 //
 // This op does it in one pass over the variable. It sorts the rows' positions
-// by id (a counting sort, O(N + V)); then each intra-op thread takes a range
-// of the variable's rows and, a chunk at a time, sums the chunk's gradient
-// rows into a small buffer (each row's values in their order in the input,
-// clipped as Keras clips them) and applies Adam there to var, m and v. It is
-// dense Adam, as ResourceApplyAdam: a row no token touched has a zero
-// gradient, its moments decay and its value still moves.
+// by id (a counting sort, O(N + V)); then the intra-op threads share the
+// variable's rows in ranges, and for each chunk of a range the op sums the
+// chunk's gradient rows into a small buffer (each row's values in their order
+// in the input, clipped as Keras clips them) and applies Adam there to var, m
+// and v. It is dense Adam, as ResourceApplyAdam: a row no token touched has a
+// zero gradient, its moments decay and its value still moves.
 //
 //   alpha = lr sqrt(1 - beta2_power) / (1 - beta1_power)
 //   m += (g - m)(1 - beta1);  v += (g^2 - v)(1 - beta2)
