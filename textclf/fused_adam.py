@@ -26,8 +26,9 @@ arrives as rows goes to ``textclf_apply_adam_to_rows``
 (``textclf/kernels/adam_kernels.cc``) instead: the same dense Adam step, with
 Keras' ``clipnorm`` clipping of the rows and their summing per variable row
 done inside it, in one multi-threaded pass over the variable. Densifying on
-one thread, clipping in four passes and the update took 15-16 ms per step for
-bbc_rnn's embedding; the op takes 5-6 (``scripts/bench_adam.py``).
+one thread, clipping in four passes and the update took 14.5-18.2 ms per step
+for bbc_rnn's embedding, the op 5.6-7.2 (``python scripts/bench_adam.py
+--tokens 14000``, two runs).
 
 ``amsgrad`` and variable dtypes the kernel does not take defer to Keras'
 update. Everything around the update (clipping of dense gradients, weight
