@@ -585,7 +585,8 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
     GPU both settings run cuDNN's kernel) and, for an LSTM, its native ops
     (the graph loop instead, where they are built; the switch turns off the
     native Adam op too), the native Adam op for the embedding (CPU, where
-    built), Adam's fused kernel (Keras' class instead), batch 32 <-> 64, the mixed
+    built), Adam's fused kernel (Keras' class instead), one training step per
+    call into TensorFlow (where the recipe groups several), batch 32 <-> 64, the mixed
     precision policies (on a GPU float32, float16 and bfloat16 each), and on
     a GPU the TextCNN's shape levers first (widths not rounded, XLA on,
     cuDNN's per-shape algorithm search off; a variant's ``env`` is set in its
@@ -619,6 +620,8 @@ def lever_variants(recipe: Path, family: str, gpu: bool) -> list[dict]:
             variants.append({"name": "native Adam op off (TensorFlow's Adam ops)",
                              "overrides": [], "env": {"TEXTCLF_NATIVE_ADAM": "0"}})
         variants.append({"name": "Keras' Adam", "overrides": ["train.optimizer=keras_adam"]})
+    if train.steps_per_execution > 1:
+        variants.append({"name": "one step per call", "overrides": ["train.steps_per_execution=1"]})
     other_batch = 64 if train.batch_size != 64 else 32
     variants.append({"name": f"batch {other_batch}",
                      "overrides": [f"train.batch_size={other_batch}"]})

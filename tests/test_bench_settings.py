@@ -111,6 +111,16 @@ def test_ablation_turns_the_native_adam_op_off_alone(monkeypatch, built):
     assert ("native ops off (graph loop, TensorFlow's Adam ops)" in names) is built
 
 
+def test_ablation_runs_one_step_per_call_where_the_recipe_groups_steps(tmp_path):
+    row = {"name": "one step per call", "overrides": ["train.steps_per_execution=1"]}
+    for recipe, family in (("bbc_cnn", "cnn"), ("bbc_rnn", "rnn")):
+        assert row in bench.lever_variants(ROOT / "configs" / f"{recipe}.yaml", family, gpu=False)
+    single = tmp_path / "single.yaml"
+    single.write_text((ROOT / "configs" / "bbc_cnn.yaml").read_text().replace(
+        "steps_per_execution: 8", "steps_per_execution: 1"))
+    assert row not in bench.lever_variants(single, "cnn", gpu=False)
+
+
 def test_ablation_keeps_the_stop_words_of_a_recipe_that_drops_them():
     variants = bench.lever_variants(ROOT / "configs" / "bbc_rnn.yaml", "rnn", gpu=False)
     assert {"name": "stop words kept", "overrides": ["text.stop_words=null"]} in variants

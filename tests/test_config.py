@@ -61,6 +61,8 @@ BASE = "data:\n  train: train.tsv\n"
     (BASE + "model:\n\ttype: cnn\n", "YAML forbids tabs"),
     (BASE + "train:\n  pad_to_multiple_of: 0\n",
      "train.pad_to_multiple_of must be auto or an integer in [1, 1024]; got 0"),
+    (BASE + "train:\n  steps_per_execution: 0\n",
+     "train.steps_per_execution must be an integer in [1, 1024]; got 0"),
     (BASE + "train:\n  jit_compile: sometimes\n",
      "train.jit_compile must be auto or true or false; got 'sometimes'"),
     (BASE + "train:\n  label_smoothing: 1\n",

@@ -73,3 +73,16 @@ def test_label_smoothing_spreads_the_target_over_the_classes(keras, smoothing):
     target = (1.0 - smoothing) * one_hot + smoothing / 3
     expected = np.mean(-np.sum(target * np.log(probabilities), axis=1))
     assert float(model.loss(one_hot, probabilities)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_compile_passes_steps_per_execution_to_keras(keras):
+    """train.steps_per_execution reaches the compiled model, which then runs
+    that many steps per call (tests/test_determinism.py: with the same result)."""
+    from textclf.config import Config, TrainConfig
+    from textclf.training import compile_classifier
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="softmax")])
+    compile_classifier(model, Config(train=TrainConfig(steps_per_execution=6)), n_train=8)
+    assert model.steps_per_execution == 6
+    compile_classifier(model, Config(train=TrainConfig()), n_train=8)
+    assert model.steps_per_execution == 1  # Keras' own default

@@ -208,6 +208,20 @@ def test_interrupted_tree_training_resumes_to_the_same_result(runner, tmp_path, 
     assert len((target / "history.csv").read_text().splitlines()) == 4  # header + 3 epochs
 
 
+def test_steps_per_execution_leaves_a_tree_run_unchanged(runner, tmp_path):
+    """train.steps_per_execution groups a tree net's steps per call too; the
+    run is the one-step-per-call run, to the bit."""
+    write_trees(tmp_path / "train.txt", 240, seed=3)
+    config = write_config(tmp_path)
+    overrides = ["--set", "train.deterministic=true", "--set", "train.epochs=2"]
+    for name, steps in (("one", 1), ("four", 4)):
+        result = invoke(runner, "train", "-c", config, "-o", tmp_path / name, *overrides,
+                        "--set", f"train.steps_per_execution={steps}")
+        assert result.exit_code == 0, result.output
+    for name in ("metrics.json", "history.csv"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "four" / name).read_text()
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["model.tree_cell=rnn", "model.units=6"],
      "model.units must be equal to model.embedding_dim (8) for model.tree_cell rnn; got 6"),

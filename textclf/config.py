@@ -305,6 +305,10 @@ class TrainConfig:
     jit_compile: Any = _check(auto_or(boolean), "auto",
                               "XLA-compile the training step; auto = off with bucketing "
                               "(one compile per batch shape), else Keras' choice")
+    steps_per_execution: int = _check(integer(1, 1024), 1,
+                                      "training steps per call into TensorFlow "
+                                      "(Keras' steps_per_execution); per-batch callbacks "
+                                      "and progress see every Nth batch")
     distribute: str = _check(choice("none", "mirrored", "multi_worker"), "none",
                              "tf.distribute strategy")
     devices: tuple | None = _check(optional(str_list), None,

@@ -331,7 +331,8 @@ def compile_treenet(model: TreeNet, cfg: TrainConfig, n_train: int,
     ``all_nodes_accuracy``. No XLA: the level loop's node sets have data-dependent sizes.
     ``n_train`` training trees size the learning-rate schedule."""
     model.compile(optimizer=optimizer or make_optimizer(cfg, n_train), loss=NodeCrossEntropy(),
-                  metrics=[RootAccuracy(), NodeAccuracy()], jit_compile=False)
+                  metrics=[RootAccuracy(), NodeAccuracy()], jit_compile=False,
+                  steps_per_execution=cfg.steps_per_execution)
     return model
 
 
