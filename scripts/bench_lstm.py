@@ -93,6 +93,7 @@ def bulk_products(tf, batch: int, steps: int, features: int, units: int, groups:
 def time_native_ops(tf, args, peak: float) -> int:
     """Prints per-step times of the native ops alone (``--ops``); 1 where they are not built."""
     from textclf.kernels import native_ops, unusable_because
+    from textclf.models.fused_lstm import h_before_each_step
 
     ops = native_ops()
     if ops is None:
@@ -109,8 +110,9 @@ def time_native_ops(tf, args, peak: float) -> int:
         state = tf.zeros((batch, units))
         mask = tf.ones((batch, steps))
         d_outputs = tf.constant(rng.normal(size=(batch, steps, units)), tf.float32)
-        gates, cells, h_prev = ops.textclf_lstm_forward(projected, bias, kernel, state, state,
-                                                        mask)[3:6]
+        outputs, _, _, gates, cells = ops.textclf_lstm_forward(projected, bias, kernel, state,
+                                                               state, mask)
+        h_prev = h_before_each_step(outputs, state, mask)  # for the matmuls' dU
         inputs = tf.constant(rng.normal(size=(batch, steps, args.features)), tf.float32)
         d_projected = tf.constant(rng.normal(size=(batch, steps, 4 * units)), tf.float32)
         w = tf.constant(rng.normal(0, 0.05, size=(args.features, 4 * units)), tf.float32)
@@ -127,7 +129,7 @@ def time_native_ops(tf, args, peak: float) -> int:
             "backward": tf.function(lambda: ops.textclf_lstm_backward(
                 d_outputs, state, state, kernel, state, mask, gates, cells)[0][0, 0, 0]),
             "dX, dW, dU: op": tf.function(lambda: ops.textclf_lstm_gradients(
-                inputs, h_prev, d_projected, w)[2][0, 0]),
+                inputs, outputs, state, mask, d_projected, w)[2][0, 0]),
             "dX, dW, dU: matmuls": tf.function(lambda: tf.stack([
                 tf.matmul(tf.reshape(d_projected, [-1, 4 * units]), w, transpose_b=True)[0, 0],
                 *(tf.matmul(tf.reshape(a, [-1, a.shape[-1]]),

@@ -222,9 +222,9 @@ def test_ops_with_zero_steps_and_without_records(tf, ops):
     kernel = tf.constant(rng.normal(size=(U, 4 * U)), tf.float32)
     bias = tf.zeros([4 * U])
     h0, c0 = (tf.constant(rng.normal(size=(B, U)), tf.float32) for _ in range(2))
-    out, h, c, gates, cells, h_prev = ops.textclf_lstm_forward(
+    out, h, c, gates, cells = ops.textclf_lstm_forward(
         tf.zeros([B, 0, 4 * U]), bias, kernel, h0, c0, tf.zeros([B, 0]))
-    assert out.shape == (B, 0, U) and gates.shape == (0, B, 4 * U) and h_prev.shape == (B, 0, U)
+    assert out.shape == (B, 0, U) and gates.shape == (0, B, 4 * U) and cells.shape == (0, B, U)
     np.testing.assert_array_equal(h, h0)
     np.testing.assert_array_equal(c, c0)
     d_projected, d_bias, d_h0, d_c0 = ops.textclf_lstm_backward(
@@ -237,16 +237,30 @@ def test_ops_with_zero_steps_and_without_records(tf, ops):
     mask = tf.constant(MASKS["holes"], tf.float32)
     recorded = ops.textclf_lstm_forward(projected, bias, kernel, h0, c0, mask, record=True)
     lean = ops.textclf_lstm_forward(projected, bias, kernel, h0, c0, mask, record=False)
-    assert [tuple(t.shape) for t in lean[3:]] == [(0, B, 4 * U), (0, B, U), (0, 0, U)]
+    assert [tuple(t.shape) for t in lean[3:]] == [(0, B, 4 * U), (0, B, U)]
     for a, e in zip(lean[:3], recorded[:3]):
         np.testing.assert_array_equal(a, e)
+
+
+def h_before_each_step(outputs, h0, mask):
+    """NumPy: h before step t is outputs[t - 1] once a real step came before
+    it, else h0 (row by row, step by step)."""
+    h_prev = np.empty_like(outputs)
+    for b in range(outputs.shape[0]):
+        started = False
+        for t in range(outputs.shape[1]):
+            h_prev[b, t] = outputs[b, t - 1] if started else h0[b]
+            started = started or mask[b, t] > 0
+    return h_prev
 
 
 @pytest.mark.parametrize("batch,steps,width,units", [
     (7, 90, 130, 40), (5, 7, 13, 17), (1, 3, 3, 4), (0, 5, 3, 4), (4, 0, 3, 4)])
 def test_gradients_op_over_all_steps(tf, ops, batch, steps, width, units):
     """d_inputs = d_z kernel^T, d_kernel = x^T d_z and d_recurrent =
-    h_prev^T d_z over the B*T steps, against float64 NumPy. 630 steps span
+    h_prev^T d_z over the B*T steps, against float64 NumPy, with h_prev read
+    from the outputs, h0 and a mask whose rows start late, have holes, or
+    have no real step at all. 630 steps span
     several 128-step chunks (the last partial) and one block per thread; 35
     and 3 steps fewer than a chunk (3: one block); none at all gives zeros.
     Widths 130, 13 and 3 leave partial 8-row tiles and partial 32-column
@@ -254,10 +268,16 @@ def test_gradients_op_over_all_steps(tf, ops, batch, steps, width, units):
     weights' gradients. The big case runs first, so the smaller ones reuse
     its larger packing buffers."""
     rng = np.random.default_rng(batch * 1000 + width)
-    x, h_prev, d_z = (rng.normal(size=(batch, steps, n)) for n in (width, units, 4 * units))
+    x, outputs, d_z = (rng.normal(size=(batch, steps, n)) for n in (width, units, 4 * units))
+    h0 = rng.normal(size=(batch, units))
+    mask = (rng.random((batch, steps)) < 0.7).astype(float)
+    mask[:, :steps // 3] = 0  # a late start
+    if batch > 1:
+        mask[1] = 0  # no real step: h0 throughout
+    h_prev = h_before_each_step(outputs, h0, mask)
     kernel = rng.normal(size=(width, 4 * units))
     d_inputs, d_kernel, d_recurrent = ops.textclf_lstm_gradients(
-        *(tf.constant(a, tf.float32) for a in (x, h_prev, d_z, kernel)))
+        *(tf.constant(a, tf.float32) for a in (x, outputs, h0, mask, d_z, kernel)))
 
     def summed(a):
         return a.reshape(-1, a.shape[-1]).T @ d_z.reshape(-1, 4 * units)
@@ -265,6 +285,18 @@ def test_gradients_op_over_all_steps(tf, ops, batch, steps, width, units):
     assert_close(d_inputs, d_z @ kernel.T, "d_inputs")
     assert_close(d_kernel, summed(x), "d_kernel")
     assert_close(d_recurrent, summed(h_prev), "d_recurrent")
+
+
+def test_h_before_each_step_follows_the_outputs_rule(tf):
+    """The TensorFlow version (the matmul path's dU under bfloat16) equals the
+    NumPy rule the gradients op is tested against, on every kind of row."""
+    from textclf.models.fused_lstm import h_before_each_step as in_tensorflow
+
+    rng = np.random.default_rng(5)
+    outputs, h0 = rng.normal(size=(4, 9, 3)), rng.normal(size=(4, 3))
+    mask = np.array([[1] * 9, [0, 0, 1, 1, 0, 1, 1, 1, 0], [0] * 9, [1] + [0] * 8], float)
+    got = in_tensorflow(*(tf.constant(a, tf.float64) for a in (outputs, h0, mask)))
+    np.testing.assert_array_equal(got, h_before_each_step(outputs, h0, mask))
 
 
 def test_ops_reject_inconsistent_shapes(tf, ops):
@@ -276,11 +308,16 @@ def test_ops_reject_inconsistent_shapes(tf, ops):
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"kernel must be \(U, 4U\)"):
         ops.textclf_lstm_forward(tf.zeros([B, T, 4 * U]), bias, tf.zeros([U, 3 * U]), state,
                                  state, tf.zeros([B, T]))
-    for d_projected, kernel in [([B, T + 1, 4 * U], [D, 4 * U]), ([B, T, 4 * U], [U, 4 * U])]:
+    for h0, mask, d_projected, kernel in [
+            ([B, U], [B, T], [B, T + 1, 4 * U], [D, 4 * U]),
+            ([B, U], [B, T], [B, T, 4 * U], [U, 4 * U]),
+            ([B + 1, U], [B, T], [B, T, 4 * U], [D, 4 * U]),
+            ([B, U], [B, T + 1], [B, T, 4 * U], [D, 4 * U])]:
         with pytest.raises(tf.errors.InvalidArgumentError,
-                           match=r"d_projected \(B, T, 4U\) and kernel \(D, 4U\)"):
-            ops.textclf_lstm_gradients(tf.zeros([B, T, D]), tf.zeros([B, T, U]),
-                                       tf.zeros(d_projected), tf.zeros(kernel))
+                           match=r"outputs must be \(B, T, U\), h0 \(B, U\), mask \(B, T\), "
+                                 r"d_projected \(B, T, 4U\) and kernel \(D, 4U\)"):
+            ops.textclf_lstm_gradients(tf.zeros([B, T, D]), tf.zeros([B, T, U]), tf.zeros(h0),
+                                       tf.zeros(mask), tf.zeros(d_projected), tf.zeros(kernel))
 
 
 def test_mixed_precision_uses_the_native_loop_in_float32(tf, ops):
@@ -382,7 +419,8 @@ forward = ops.textclf_lstm_forward(data["projected"], data["bias"], data["kernel
                                    data["c0"], data["mask"])
 backward = ops.textclf_lstm_backward(data["d_outputs"], data["h0"], data["c0"], data["kernel"],
                                      data["c0"], data["mask"], forward[3], forward[4])
-gradients = ops.textclf_lstm_gradients(data["inputs"], forward[5], backward[0], data["w"])
+gradients = ops.textclf_lstm_gradients(data["inputs"], forward[0], data["h0"], data["mask"],
+                                       backward[0], data["w"])
 np.savez(sys.argv[3], *[t.numpy() for t in (*forward, *backward, *gradients)])
 """
 
@@ -428,6 +466,7 @@ def test_builds_for_older_cpus_compute_the_same(tf, ops, tmp_path, flags):
     backward = ops.textclf_lstm_backward(data["d_outputs"], data["h0"], data["c0"],
                                          data["kernel"], data["c0"], data["mask"], forward[3],
                                          forward[4])
-    gradients = ops.textclf_lstm_gradients(data["inputs"], forward[5], backward[0], data["w"])
+    gradients = ops.textclf_lstm_gradients(data["inputs"], forward[0], data["h0"], data["mask"],
+                                           backward[0], data["w"])
     for k, expected in enumerate((*forward, *backward, *gradients)):
         assert_close(variant[f"arr_{k}"], expected.numpy(), f"{flags} output {k}")

@@ -189,13 +189,36 @@ constexpr int64_t kDepthChunk = 128;
 // is a call to memmove for every 128 bytes); only a last, partial strip or
 // panel takes the general path.
 
-// Strips of kTileRows columns of a (K, width) row-major matrix, rows
-// [k0, k0 + depth): strip s holds a[k0 + k][s * kTileRows + r] at
+// One left operand of a weight's gradient, (K, width), read row by row,
+// and the gradient's accumulator, (width rounded up to kTileRows,
+// PaddedWidth(4U)). Row k is a[k] of a row-major matrix, except where
+// `first_rows` is set: then the operand is h before each step, read from
+// the forward op's outputs (K = B*T rows, `steps` per batch row b): row
+// (b, t) is outputs[b, t - 1] after the row's first real step, and h0[b]
+// up to it (Keras' outputs are zeros before a row's first real step; a
+// masked step carries h, so the output before any later step is h).
+struct TallOperand {
+  const float* a;
+  int64_t width;
+  float* product;
+  const float* first_rows = nullptr;   // h0 (B, width)
+  const int64_t* first_real = nullptr;  // (B,) each row's first real step
+  int64_t steps = 0;
+
+  const float* Row(int64_t k) const {
+    if (first_rows == nullptr) return a + k * width;
+    const int64_t b = k / steps, t = k % steps;
+    return t > first_real[b] ? a + (k - 1) * width : first_rows + b * width;
+  }
+};
+
+// Strips of kTileRows columns of the operand's rows [k0, k0 + depth):
+// strip s holds row k0 + k, column s * kTileRows + r, at
 // strips[(s * depth + k) * kTileRows + r], zero beyond column width.
-void PackStrips(const float* a, int64_t width, int64_t k0, int64_t depth, float* strips) {
-  const int64_t whole = width / kTileRows;
+void PackStrips(const TallOperand& operand, int64_t k0, int64_t depth, float* strips) {
+  const int64_t width = operand.width, whole = width / kTileRows;
   for (int64_t k = 0; k < depth; ++k) {
-    const float* row = a + (k0 + k) * width;
+    const float* row = operand.Row(k0 + k);
     for (int64_t s = 0; s < whole; ++s) {
       float* to = strips + (s * depth + k) * kTileRows;
       for (int r = 0; r < kTileRows; ++r) to[r] = row[s * kTileRows + r];
@@ -249,14 +272,6 @@ void AddTile(const float* strip, const float* panel, int64_t depth, float* c, in
   }
 }
 
-// One left operand of a weight's gradient: a (K, width) row-major and the
-// gradient's accumulator, (width rounded up to kTileRows, PaddedWidth(4U)).
-struct TallOperand {
-  const float* a;
-  int64_t width;
-  float* product;
-};
-
 // For steps [k0, k1) of d_z (K, gates): product += a^T d_z for each operand,
 // and d_x (K, width) = d_z kernel^T with kernel^T (gates, width) packed by
 // PackPanels. The packing buffers are the calling thread's own, kept
@@ -285,7 +300,7 @@ void StepGradients(const float* d_z, int64_t gates, int64_t k0, int64_t k1,
       MatrixMap(d_x + chunk * width, depth, width) =
           MatrixMap(d_x_rows, depth, padded_width).leftCols(width);
     for (const TallOperand& operand : operands) {
-      PackStrips(operand.a, operand.width, chunk, depth, strips.data());
+      PackStrips(operand, chunk, depth, strips.data());
       for (int64_t p = 0; p < padded_gates / kPanel; ++p)
         for (int64_t s = 0; s * kTileRows < operand.width; ++s)
           AddTile(strips.data() + s * depth * kTileRows, panels.data() + p * depth * kPanel,
@@ -403,11 +418,14 @@ inline void TanhOf(const float* in, float* out, int64_t n) {
 #endif
 }
 
-// s[j] = sigmoid(v) = (1 + tanh(v / 2)) / 2 for v = z[j] + x[j] + b[j], j < n.
-inline void SigmoidOf(const float* z, const float* x, const float* b, float* s, int64_t n) {
+// s[j] = sigmoid(v) = (1 + tanh(v / 2)) / 2 for v = z[j] + x[j] + b[j], j < n;
+// prefetches next[0, n) (when set) one cache line per 16 values on the way.
+inline void SigmoidOf(const float* z, const float* x, const float* b, float* s, int64_t n,
+                      const float* next) {
 #if defined(__AVX512F__)
   const __m512 half = _mm512_set1_ps(0.5f);
   for (int64_t i = 0; i < n; i += 16) {
+    if (next != nullptr) __builtin_prefetch(next + i, 0, 2);
     const __mmask16 lanes = Head(n, i);
     const __m512 v = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(lanes, z + i),
                                                  _mm512_maskz_loadu_ps(lanes, x + i)),
@@ -415,6 +433,7 @@ inline void SigmoidOf(const float* z, const float* x, const float* b, float* s, 
     _mm512_mask_storeu_ps(s + i, lanes, _mm512_fmadd_ps(half, Tanh(_mm512_mul_ps(half, v)), half));
   }
 #else
+  if (next != nullptr) Prefetch(next, n);
   const auto v = ConstVector(z, n) + ConstVector(x, n) + ConstVector(b, n);
   Vector(s, n) = 0.5f * (0.5f * v).tanh() + 0.5f;
 #endif
@@ -444,11 +463,19 @@ tensorflow::Status CheckShapes(const TensorShape& sequence, const Tensor& kernel
 // Inputs: projected, bias, kernel, h0, c0, mask (see the top of the file).
 // Outputs: outputs (B, T, U) as Keras returns them, h_last and c_last
 // (B, U); and, when `record` is set, what the backward op needs: gates
-// (T, B, 4U) = the sigmoids of the scaled pre-activations, cells (T, B, U),
-// and h_prev (B, T, U) = h before each step, for dU = h_prev^T d_projected
-// (the gradients op, or the caller's matmul under bfloat16). Without
-// `record` these three are empty.
-// A masked step's records are zeros (the backward op does not read them).
+// (T, B, 4U) = the sigmoids of the scaled pre-activations and cells
+// (T, B, U). Without `record` both are empty. h before each step, for
+// dU = h_prev^T d_projected, is not recorded: it is the output of the step
+// before (see TallOperand), which the gradients op reads instead.
+// A masked step's gates are zeros (the backward op does not read them).
+//
+// Memory. The rows' slices come from and go to memory, and every cache
+// line in flight holds one of the core's few fill buffers (about 10) until
+// it arrives: with memory's latency that bounds the lines a core moves per
+// microsecond, and a perf profile of this op put 28% of its samples on a
+// burst of prefetches waiting for a buffer. So the op moves no line it can
+// do without, and it spreads the prefetches of a row's next step over the
+// sigmoids' loop, where they overlap with the arithmetic.
 class LstmForwardOp : public OpKernel {
  public:
   explicit LstmForwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -469,14 +496,12 @@ class LstmForwardOp : public OpKernel {
     const int64_t units = kernel.dim_size(0), gates = 4 * units;
     const int64_t recorded = record_ ? steps : 0;
 
-    Tensor *outputs, *h_last, *c_last, *gate_record, *cell_record, *h_prev_record;
+    Tensor *outputs, *h_last, *c_last, *gate_record, *cell_record;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {batch, steps, units}, &outputs));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, {batch, units}, &h_last));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, {batch, units}, &c_last));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, {recorded, batch, gates}, &gate_record));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, {recorded, batch, units}, &cell_record));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, {record_ ? batch : 0, recorded, units},
-                                             &h_prev_record));
 
     const float* recurrent = kernel.flat<float>().data();
     const Eigen::VectorXf packed = PackPanels(
@@ -488,7 +513,6 @@ class LstmForwardOp : public OpKernel {
     float* out = outputs->flat<float>().data();
     float* gate_out = gate_record->flat<float>().data();
     float* cell_out = cell_record->flat<float>().data();
-    float* h_prev_out = h_prev_record->flat<float>().data();
 
     ForEachRowBlock(ctx, batch, [&](int64_t, int64_t first, int64_t rows) {
       if (rows == 0) return;
@@ -505,10 +529,9 @@ class LstmForwardOp : public OpKernel {
           const int64_t row = first + r;
           const int64_t at = row * steps + t;  // (row, t) in (B, T, .)
           const int64_t record_at = t * batch + row;  // (t, row) in (T, B, .)
-          if (t + 1 < steps) Prefetch(x + (at + 1) * gates, gates);  // the row's next step
-          if (record_) StreamCopy(h.row(r).data(), h_prev_out + at * units, units);
+          const float* next = t + 1 < steps ? x + (at + 1) * gates : nullptr;  // row's next step
           if (m[at] > 0) {
-            SigmoidOf(z.row(r).data(), x + at * gates, bias_data, s.data(), gates);
+            SigmoidOf(z.row(r).data(), x + at * gates, bias_data, s.data(), gates, next);
             const auto i = s.segment(0, units), f = s.segment(units, units);
             const auto o = s.segment(3 * units, units);
             const auto g = 2 * s.segment(2 * units, units) - 1;
@@ -518,9 +541,10 @@ class LstmForwardOp : public OpKernel {
             h.row(r) = (o * tanh_c).matrix().transpose();
             emitted[r] = true;
             if (record_) StreamCopy(s.data(), gate_out + record_at * gates, gates);
-          } else if (record_) {
+          } else {
+            if (next != nullptr) Prefetch(next, gates);
             // A masked step carries h and c (Keras' rule); its gates are zeros.
-            StreamCopy(zeros.data(), gate_out + record_at * gates, gates);
+            if (record_) StreamCopy(zeros.data(), gate_out + record_at * gates, gates);
           }
           if (record_) StreamCopy(c.row(r).data(), cell_out + record_at * units, units);
           StreamCopy(emitted[r] ? h.row(r).data() : zeros.data(), out + at * units, units);
@@ -660,14 +684,15 @@ class LstmBackwardOp : public OpKernel {
   }
 };
 
-// The gradients of the layer's inputs and weights from both ops' records
+// The gradients of the layer's inputs and weights from both ops' results
 // (see StepGradients). Inputs: inputs (B, T, D) (the layer's, whose
-// gate-scaled projections the forward op read), h_prev (B, T, U) (the
-// forward op's record), d_projected (B, T, 4U) (the backward op's output),
-// kernel (D, 4U) (gate-scaled). Outputs: d_inputs (B, T, D) = d_projected
-// kernel^T; d_kernel (D, 4U), the sum over steps of inputs^T d_projected;
-// d_recurrent (U, 4U), the same of h_prev; both for the gate-scaled
-// weights. The B*T steps are cut into one block per intra-op thread; each
+// gate-scaled projections the forward op read), outputs (B, T, U), h0
+// (B, U) and mask (B, T) (the forward op's, from which h before each step,
+// h_prev, is read: see TallOperand), d_projected (B, T, 4U) (the backward
+// op's output), kernel (D, 4U) (gate-scaled). Outputs: d_inputs (B, T, D) =
+// d_projected kernel^T; d_kernel (D, 4U), the sum over steps of inputs^T
+// d_projected; d_recurrent (U, 4U), the same of h_prev; both for the
+// gate-scaled weights. The B*T steps are cut into one block per intra-op thread; each
 // block adds its steps' products into accumulators of its own, which are
 // summed at the end.
 class LstmGradientsOp : public OpKernel {
@@ -676,23 +701,29 @@ class LstmGradientsOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& inputs = ctx->input(0);
-    const Tensor& h_prev = ctx->input(1);
-    const Tensor& d_projected = ctx->input(2);
-    const Tensor& kernel = ctx->input(3);
-    OP_REQUIRES(ctx, inputs.dims() == 3 && h_prev.dims() == 3 && d_projected.dims() == 3,
-                InvalidArgument("inputs, h_prev and d_projected must be (B, T, .), got ",
+    const Tensor& outputs = ctx->input(1);
+    const Tensor& h0 = ctx->input(2);
+    const Tensor& mask = ctx->input(3);
+    const Tensor& d_projected = ctx->input(4);
+    const Tensor& kernel = ctx->input(5);
+    OP_REQUIRES(ctx, inputs.dims() == 3 && outputs.dims() == 3 && d_projected.dims() == 3,
+                InvalidArgument("inputs, outputs and d_projected must be (B, T, .), got ",
                                 inputs.shape().DebugString(), ", ",
-                                h_prev.shape().DebugString(), " and ",
+                                outputs.shape().DebugString(), " and ",
                                 d_projected.shape().DebugString()));
     const int64_t batch = inputs.dim_size(0), steps = inputs.dim_size(1);
-    const int64_t width = inputs.dim_size(2), units = h_prev.dim_size(2);
+    const int64_t width = inputs.dim_size(2), units = outputs.dim_size(2);
     const int64_t gates = 4 * units;
-    OP_REQUIRES(ctx, h_prev.shape() == TensorShape({batch, steps, units}) &&
+    OP_REQUIRES(ctx, outputs.shape() == TensorShape({batch, steps, units}) &&
+                         h0.shape() == TensorShape({batch, units}) &&
+                         mask.shape() == TensorShape({batch, steps}) &&
                          d_projected.shape() == TensorShape({batch, steps, gates}) &&
                          kernel.shape() == TensorShape({width, gates}),
                 InvalidArgument("for inputs (B, T, D) = ", inputs.shape().DebugString(),
-                                ", h_prev must be (B, T, U), d_projected (B, T, 4U) and kernel "
-                                "(D, 4U), got ", h_prev.shape().DebugString(), ", ",
+                                ", outputs must be (B, T, U), h0 (B, U), mask (B, T), "
+                                "d_projected (B, T, 4U) and kernel (D, 4U), got ",
+                                outputs.shape().DebugString(), ", ", h0.shape().DebugString(),
+                                ", ", mask.shape().DebugString(), ", ",
                                 d_projected.shape().DebugString(), " and ",
                                 kernel.shape().DebugString()));
     Tensor *d_inputs, *d_kernel, *d_recurrent;
@@ -715,15 +746,23 @@ class LstmGradientsOp : public OpKernel {
                                            {pool->NumThreads(), per_block}, &sums));
     float* sum_data = sums.flat<float>().data();
     const float* x = inputs.flat<float>().data();
-    const float* h = h_prev.flat<float>().data();
+    // Each row's first real step (steps for a row without one: h0 throughout).
+    const float* m = mask.flat<float>().data();
+    std::vector<int64_t> first_real(batch, steps);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t t = 0; t < steps; ++t)
+        if (m[b * steps + t] > 0) { first_real[b] = t; break; }
+    TallOperand h_prev{outputs.flat<float>().data(), units, nullptr,
+                       h0.flat<float>().data(), first_real.data(), steps};
 
     const int64_t blocks = ForEachRowBlock(ctx, batch * steps, [&](int64_t block,
                                                                    int64_t first,
                                                                    int64_t count) {
       float* own = sum_data + block * per_block;
       std::fill(own, own + per_block, 0.0f);
-      std::vector<TallOperand> operands = {
-          {x, width, own}, {h, units, own + tiled(width) * padded_gates}};
+      TallOperand own_h_prev = h_prev;
+      own_h_prev.product = own + tiled(width) * padded_gates;
+      std::vector<TallOperand> operands = {{x, width, own}, own_h_prev};
       StepGradients(d_projected.flat<float>().data(), gates, first, first + count, operands,
                     kernel_t, width, d_inputs->flat<float>().data());
     });
@@ -753,7 +792,6 @@ REGISTER_OP("TextclfLstmForward")
     .Output("c_last: float")
     .Output("gates: float")
     .Output("cells: float")
-    .Output("h_prev: float")
     .Attr("record: bool = true")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle projected;
@@ -768,7 +806,6 @@ REGISTER_OP("TextclfLstmForward")
       c->set_output(2, c->MakeShape({batch, units}));
       c->set_output(3, c->MakeShape({record ? steps : none, batch, c->Dim(projected, 2)}));
       c->set_output(4, c->MakeShape({record ? steps : none, batch, units}));
-      c->set_output(5, c->MakeShape({record ? batch : none, record ? steps : none, units}));
       return tensorflow::OkStatus();
     });
 
@@ -798,22 +835,26 @@ REGISTER_OP("TextclfLstmBackward")
 
 REGISTER_OP("TextclfLstmGradients")
     .Input("inputs: float")
-    .Input("h_prev: float")
+    .Input("outputs: float")
+    .Input("h0: float")
+    .Input("mask: float")
     .Input("d_projected: float")
     .Input("kernel: float")
     .Output("d_inputs: float")
     .Output("d_kernel: float")
     .Output("d_recurrent: float")
     .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle inputs, h_prev, d_projected, kernel;
+      ShapeHandle inputs, outputs, h0, mask, d_projected, kernel;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &inputs));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &h_prev));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 3, &d_projected));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 2, &kernel));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &outputs));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &h0));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 2, &mask));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 3, &d_projected));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &kernel));
       DimensionHandle gates = c->Dim(d_projected, 2);
       c->set_output(0, inputs);
       c->set_output(1, c->Matrix(c->Dim(inputs, 2), gates));
-      c->set_output(2, c->Matrix(c->Dim(h_prev, 2), gates));
+      c->set_output(2, c->Matrix(c->Dim(outputs, 2), gates));
       return tensorflow::OkStatus();
     });
 

@@ -231,13 +231,25 @@ def _native_backward(upstream, records, recurrent_kernel, c0, mask):
         d_outputs, d_h_last, d_c_last, recurrent_kernel, c0, mask, *records[3:5])
 
 
-def _native_gradients(upstream, records, recurrent_kernel, c0, mask):
+def h_before_each_step(outputs, h0, mask):
+    """h before each step, (B, T, U), from Keras' ``outputs`` (B, T, U), ``h0``
+    (B, U) and ``mask`` (B, T) float: the output of the step before once a row
+    has had a real step (a masked step carries h, and its output repeats the
+    last one), else ``h0`` (outputs are zeros before a row's first real step).
+    The native gradients op reads it the same way, without building it."""
+    before = tf.concat([h0[:, None], outputs[:, :-1]], axis=1)
+    started = tf.cumsum(mask, axis=1, exclusive=True) > 0  # (B, T): a real step came before
+    return tf.where(started[..., None], before, h0[:, None])
+
+
+def _native_gradients(upstream, records, recurrent_kernel, h0, c0, mask):
     """The gradients of :func:`native_lstm`'s inputs from the forward op's ``records``."""
     d_projected, d_bias, d_h0, d_c0 = _native_backward(upstream, records, recurrent_kernel,
                                                        c0, mask)
     # dU = sum over steps of h_{t-1}^T dz_t: one (U, B*T) x (B*T, 4U) matmul.
     units = recurrent_kernel.shape[0]
-    d_kernel = tf.matmul(tf.reshape(records[5], [-1, units]),
+    h_prev = h_before_each_step(records[0], h0, mask)
+    d_kernel = tf.matmul(tf.reshape(h_prev, [-1, units]),
                          tf.reshape(d_projected, [-1, 4 * units]), transpose_a=True)
     return d_projected, d_bias, d_kernel, d_h0, d_c0, tf.zeros_like(mask)
 
@@ -249,7 +261,7 @@ def _native_recurrence(projected, bias, recurrent_kernel, h0, c0, mask):
                                                 record=True)
 
     def grad(*upstream):
-        return _native_gradients(upstream, records, recurrent_kernel, c0, mask)
+        return _native_gradients(upstream, records, recurrent_kernel, h0, c0, mask)
 
     return records[:3], grad
 
@@ -272,7 +284,7 @@ def native_lstm_training(inputs, kernel, bias, recurrent_kernel, h0, c0, mask):
         d_projected, d_bias, d_h0, d_c0 = _native_backward(upstream, records, recurrent_kernel,
                                                            c0, mask)
         d_inputs, d_kernel, d_recurrent = native_ops().textclf_lstm_gradients(
-            inputs, records[5], d_projected, kernel)
+            inputs, records[0], h0, mask, d_projected, kernel)
         return d_inputs, d_kernel, d_bias, d_recurrent, d_h0, d_c0, tf.zeros_like(mask)
 
     return records[:3], grad
@@ -286,7 +298,7 @@ def _native_forward_only(projected, bias, recurrent_kernel, h0, c0, mask):
 
     def grad(*upstream):
         records = forward(projected, bias, recurrent_kernel, h0, c0, mask, record=True)
-        return _native_gradients(upstream, records, recurrent_kernel, c0, mask)
+        return _native_gradients(upstream, records, recurrent_kernel, h0, c0, mask)
 
     return results[:3], grad
 
