@@ -245,3 +245,15 @@ def test_evaluate_counts_labelled_roots_and_nodes():
     assert result["n_nodes"] == hits.size
     assert result["all_nodes_accuracy"] == pytest.approx(hits.mean())
     assert result["root_probs"].shape == (len(trees), 3)
+
+
+def test_compile_passes_steps_per_execution():
+    """train.steps_per_execution reaches a tree net's compiled model too
+    (tests/test_tree_cli.py: with the same run as one step per call)."""
+    from textclf.models.treenet import compile_treenet
+
+    model = model_for("tree_lstm")
+    config = config_from_dict({"data": {"train": "x", "format": "ptb_trees"},
+                               "model": {"type": "treenet"}, "train": {"steps_per_execution": 3}})
+    compile_treenet(model, config.train, n_train=1)
+    assert model.steps_per_execution == 3
