@@ -189,6 +189,17 @@ constexpr int64_t kDepthChunk = 128;
 // is a call to memmove for every 128 bytes); only a last, partial strip or
 // panel takes the general path.
 
+// The first real step of each of `rows` batch rows from `first` on, of a
+// (B, T) mask; `steps` (T) for a row without one.
+std::vector<int64_t> FirstRealSteps(const float* mask, int64_t first, int64_t rows,
+                                    int64_t steps) {
+  std::vector<int64_t> first_real(rows, steps);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t t = 0; t < steps; ++t)
+      if (mask[(first + r) * steps + t] > 0) { first_real[r] = t; break; }
+  return first_real;
+}
+
 // One left operand of a weight's gradient, (K, width), read row by row,
 // and the gradient's accumulator, (width rounded up to kTileRows,
 // PaddedWidth(4U)). Row k is a[k] of a row-major matrix, except where
@@ -632,10 +643,7 @@ class LstmBackwardOp : public OpKernel {
       const Eigen::ArrayXf zeros = Eigen::ArrayXf::Zero(gates);
       auto d_b = d_bias_per_block.row(block).array().transpose();
       // A row's outputs before its first real step are zeros: no gradient.
-      std::vector<int64_t> first_real(rows, steps);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t t = 0; t < steps; ++t)
-          if (m[(first + r) * steps + t] > 0) { first_real[r] = t; break; }
+      const std::vector<int64_t> first_real = FirstRealSteps(m, first, rows, steps);
       for (int64_t t = steps - 1; t >= 0; --t) {
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t row = first + r;
@@ -692,9 +700,9 @@ class LstmBackwardOp : public OpKernel {
 // op's output), kernel (D, 4U) (gate-scaled). Outputs: d_inputs (B, T, D) =
 // d_projected kernel^T; d_kernel (D, 4U), the sum over steps of inputs^T
 // d_projected; d_recurrent (U, 4U), the same of h_prev; both for the
-// gate-scaled weights. The B*T steps are cut into one block per intra-op thread; each
-// block adds its steps' products into accumulators of its own, which are
-// summed at the end.
+// gate-scaled weights. The B*T steps are cut into one block per intra-op
+// thread; each block adds its steps' products into accumulators of its own,
+// which are summed at the end.
 class LstmGradientsOp : public OpKernel {
  public:
   explicit LstmGradientsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -746,12 +754,9 @@ class LstmGradientsOp : public OpKernel {
                                            {pool->NumThreads(), per_block}, &sums));
     float* sum_data = sums.flat<float>().data();
     const float* x = inputs.flat<float>().data();
-    // Each row's first real step (steps for a row without one: h0 throughout).
-    const float* m = mask.flat<float>().data();
-    std::vector<int64_t> first_real(batch, steps);
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t t = 0; t < steps; ++t)
-        if (m[b * steps + t] > 0) { first_real[b] = t; break; }
+    // A row without a real step reads h0 throughout.
+    const std::vector<int64_t> first_real =
+        FirstRealSteps(mask.flat<float>().data(), 0, batch, steps);
     TallOperand h_prev{outputs.flat<float>().data(), units, nullptr,
                        h0.flat<float>().data(), first_real.data(), steps};
 
